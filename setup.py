@@ -13,7 +13,7 @@ setup(
     include_package_data=True,
     package_data={"sparkdl": ["resources/*", "resources/**/*"]},
     install_requires=[
-        "pyspark>=4.0",
+        "pyspark>=4.1",  # arrow_udf
         "tensorflow>=2.16",
         "keras>=3.0",
         "pillow>=10.0",

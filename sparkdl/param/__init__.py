@@ -1,0 +1,1 @@
+"""Params shared by sparkdl stages, and persistence for params that are not JSON."""

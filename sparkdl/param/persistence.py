@@ -1,0 +1,99 @@
+"""Persistence for stages whose params include values JSON cannot hold.
+
+JSON-able params go through pyspark's ``DefaultParamsWriter`` metadata as usual; the others
+("blob params": model bytes, user functions) are stored beside it in ``<path>/blobs`` as a
+Parquet table written through Spark, so a saved stage is self-contained and lives on any file
+system Spark writes to. A stage lists its blob params in ``_blobParams``: ``{name: codec}``
+with codec ``"bytes"`` (stored as is) or ``"pickle"`` (cloudpickle, for functions).
+"""
+import os
+
+from pyspark.ml.util import (
+    DefaultParamsReader,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+)
+
+__all__ = ["SparkDLWritable", "SparkDLReadable"]
+
+
+def _encode(codec, value):
+    if codec == "bytes":
+        return bytes(value)
+    if codec == "pickle":
+        from pyspark import cloudpickle
+
+        return cloudpickle.dumps(value)
+    raise ValueError(f"unknown blob codec {codec!r}")
+
+
+def _decode(codec, data):
+    if codec == "bytes":
+        return bytes(data)
+    if codec == "pickle":
+        import pickle
+
+        return pickle.loads(data)
+    raise ValueError(f"unknown blob codec {codec!r}")
+
+
+class _SparkDLWriter(DefaultParamsWriter):
+    def saveImpl(self, path):
+        instance = self.instance
+        blobCodecs = getattr(instance, "_blobParams", {})
+        jsonParams, blobs = {}, []
+        for param, value in instance._paramMap.items():
+            if param.name in blobCodecs:
+                if value is not None:
+                    blobs.append((param.name, blobCodecs[param.name], _encode(blobCodecs[param.name], value)))
+            else:
+                jsonParams[param.name] = value
+        DefaultParamsWriter.saveMetadata(
+            instance, path, self.sparkSession, paramMap=jsonParams,
+            extraMetadata={"blobParams": sorted(b[0] for b in blobs)},
+        )
+        if blobs:
+            self.sparkSession.createDataFrame(
+                [(name, codec, bytearray(data)) for name, codec, data in blobs],
+                "name string, codec string, value binary",
+            ).coalesce(1).write.parquet(os.path.join(path, "blobs"))
+
+
+class _SparkDLReader(MLReader):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path):
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        module, _, name = metadata["class"].rpartition(".")
+        py_type = getattr(__import__(module, fromlist=[name]), name)
+        instance = py_type()
+        instance._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(instance, metadata)
+        if metadata.get("blobParams"):
+            rows = self.sparkSession.read.parquet(os.path.join(path, "blobs")).collect()
+            for row in rows:
+                instance._set(**{row["name"]: _decode(row["codec"], row["value"])})
+        return instance
+
+
+class SparkDLWritable(MLWritable):
+    """Mixin: ``write()``/``save()`` for a stage with JSON params and blob params."""
+
+    _blobParams = {}
+
+    def write(self):
+        """Returns an MLWriter instance for this ML instance."""
+        return _SparkDLWriter(self)
+
+
+class SparkDLReadable(MLReadable):
+    """Mixin: ``read()``/``load()`` counterpart of :class:`SparkDLWritable`."""
+
+    @classmethod
+    def read(cls):
+        """Returns an MLReader instance for this class."""
+        return _SparkDLReader(cls)

@@ -1,0 +1,135 @@
+"""Param mixins shared by sparkdl stages, in the style of ``pyspark.ml.param.shared``.
+
+Converters validate at ``set`` time, so a bad value fails where it is given, naming the param.
+"""
+from pyspark.ml.param import Param, Params, TypeConverters
+
+__all__ = [
+    "SparkDLTypeConverters",
+    "HasImageLoader",
+    "HasTargetSize",
+    "HasResizeMethod",
+    "HasErrorCol",
+    "HasBatchSize",
+]
+
+
+class SparkDLTypeConverters:
+    """Converters for sparkdl params; each raises ``TypeError``/``ValueError`` with the reason."""
+
+    @staticmethod
+    def toCallable(value):
+        if value is not None and not callable(value):
+            raise TypeError(f"expected a function, got {type(value).__name__}")
+        return value
+
+    @staticmethod
+    def toSize(value):
+        """``(height, width)`` of two positive ints."""
+        if value is None:
+            return None
+        size = TypeConverters.toListInt(value)
+        if len(size) != 2 or min(size) <= 0:
+            raise ValueError(f"expected (height, width) of two positive ints, got {value!r}")
+        return size
+
+    @staticmethod
+    def toResizeMethod(value):
+        from sparkdl.image.imageIO import resampleFilter
+
+        value = TypeConverters.toString(value)
+        resampleFilter(value)
+        return value.lower()
+
+    @staticmethod
+    def toPositiveInt(value):
+        value = TypeConverters.toInt(value)
+        if value <= 0:
+            raise ValueError(f"expected a positive integer, got {value}")
+        return value
+
+
+class HasImageLoader(Params):
+    """Mixin for param imageLoader: a function ``uri -> RGB(A) array``, run on executors."""
+
+    imageLoader = Param(
+        Params._dummy(),
+        "imageLoader",
+        "function uri -> numpy array (H x W x C or 1 x H x W x C, RGB(A) channel order, "
+        "uint8 or float32), run on the executors; None reads and decodes the file",
+        typeConverter=SparkDLTypeConverters.toCallable,
+    )
+
+    def setImageLoader(self, value):
+        return self._set(imageLoader=value)
+
+    def getImageLoader(self):
+        return self.getOrDefault(self.imageLoader)
+
+
+class HasTargetSize(Params):
+    """Mixin for param targetSize: ``(height, width)`` to resize images to, or None."""
+
+    targetSize = Param(
+        Params._dummy(),
+        "targetSize",
+        "(height, width) to resize images to; None keeps their size",
+        typeConverter=SparkDLTypeConverters.toSize,
+    )
+
+    def setTargetSize(self, value):
+        return self._set(targetSize=value)
+
+    def getTargetSize(self):
+        return self.getOrDefault(self.targetSize)
+
+
+class HasResizeMethod(Params):
+    """Mixin for param resizeMethod: a Pillow filter name."""
+
+    resizeMethod = Param(
+        Params._dummy(),
+        "resizeMethod",
+        "resampling filter for resizing: nearest, box, bilinear, hamming, bicubic or lanczos",
+        typeConverter=SparkDLTypeConverters.toResizeMethod,
+    )
+
+    def setResizeMethod(self, value):
+        return self._set(resizeMethod=value)
+
+    def getResizeMethod(self):
+        return self.getOrDefault(self.resizeMethod)
+
+
+class HasErrorCol(Params):
+    """Mixin for param errorCol: the column that keeps why a row could not be processed."""
+
+    errorCol = Param(
+        Params._dummy(),
+        "errorCol",
+        "output column with the reason a row's image is invalid (null when it is valid)",
+        typeConverter=TypeConverters.toString,
+    )
+
+    def setErrorCol(self, value):
+        return self._set(errorCol=value)
+
+    def getErrorCol(self):
+        return self.getOrDefault(self.errorCol)
+
+
+class HasBatchSize(Params):
+    """Mixin for param batchSize: rows per batch inside a task."""
+
+    batchSize = Param(
+        Params._dummy(),
+        "batchSize",
+        "number of rows processed together in a task (bounds its memory)",
+        typeConverter=SparkDLTypeConverters.toPositiveInt,
+    )
+
+    def setBatchSize(self, value):
+        return self._set(batchSize=value)
+
+    def getBatchSize(self):
+        return self.getOrDefault(self.batchSize)
