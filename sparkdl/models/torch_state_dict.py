@@ -75,7 +75,8 @@ class _TensorSpec:
         self.size = tuple(_nonneg_int(s, "size") for s in size)
         self.stride = tuple(_nonneg_int(s, "stride") for s in stride)
         if len(self.size) != len(self.stride):
-            raise pickle.UnpicklingError(f"size {self.size} and stride {self.stride} differ in rank")
+            raise pickle.UnpicklingError(
+                f"size {self.size} and stride {self.stride} differ in rank")
         if all(self.size):  # bounds check: as_strided must never read outside the storage
             last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
             if last >= storage.numel:
