@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["sparkdl", "sparkdl.*"]),
     include_package_data=True,
-    package_data={"sparkdl": ["resources/*", "resources/**/*"]},
+    package_data={"sparkdl.resources": ["*.json", "*.md", "samples/*"]},
     install_requires=[
         "pyspark>=4.1",  # arrow_udf
         "tensorflow>=2.16",

