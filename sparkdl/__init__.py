@@ -11,6 +11,8 @@ __version__ = "2.0.0.dev0"
 _EXPORTS = {
     "readImages": "sparkdl.image.reader",
     "ImageLoader": "sparkdl.transformers.image_loader",
+    "DeepImageFeaturizer": "sparkdl.transformers.named_image",
+    "DeepImagePredictor": "sparkdl.transformers.named_image",
 }
 
 __all__ = sorted(_EXPORTS)

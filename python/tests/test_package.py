@@ -10,7 +10,8 @@ def test_import_sparkdl_does_not_import_tensorflow():
     code = (
         "import sys, sparkdl\n"
         "sparkdl.readImages, sparkdl.ImageLoader\n"
-        "import sparkdl.image.imageIO, sparkdl.transformers.image_loader\n"
+        "import sparkdl.image.imageIO, sparkdl.models.registry, sparkdl.transformers.named_image\n"
+        "sparkdl.DeepImageFeaturizer, sparkdl.DeepImagePredictor\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "print(sorted(sparkdl.__all__))\n"

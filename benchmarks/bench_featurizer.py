@@ -1,0 +1,164 @@
+"""DeepImageFeaturizer throughput against (a) a plain single-process Keras loop and (b) Spark's
+own recipe (binaryFile -> pandas decode UDF -> pyspark.ml.functions.predict_batch_udf).
+
+Same >= 500 JPEGs of 500x375, MobileNetV2 at 224 with weights=None, avg-pooled features.
+(c) is readImages -> DeepImageFeaturizer on local[2]. Every variant runs once untimed first
+(models built and cached), then timed (median of 3). Targets: c/a >= 1.0 and c/b >= 1.9.
+Also the peak RSS of the Python workers for 1x vs 4x the images (target: < 10% growth).
+
+    python benchmarks/bench_featurizer.py [--count 500]
+"""
+import argparse
+import io
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import make_jpegs, save_result, spark_session, timed  # noqa: E402
+
+MODEL = "MobileNetV2"
+SIZE = (224, 224)
+BATCH = 64
+
+
+def build_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg",
+                                          input_shape=SIZE + (3,))
+
+
+def plain_loop(folder):
+    """(a): one process, Pillow decode + resize, predict_on_batch, TF on all cores."""
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    model = build_model()
+    prep = keras.applications.mobilenet_v2.preprocess_input
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".jpg"))
+
+    def run():
+        for start in range(0, len(files), BATCH):
+            batch = np.stack([
+                np.asarray(Image.open(f).convert("RGB").resize(SIZE[::-1], Image.Resampling.BOX), np.float32)
+                for f in files[start:start + BATCH]])
+            model.predict_on_batch(prep(batch))
+    return run
+
+
+def spark_recipe(spark, folder):
+    """(b): Spark's documented recipe for batch inference."""
+    import numpy as np
+    import pandas as pd
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import ArrayType, FloatType
+
+    @pandas_udf(ArrayType(FloatType()))
+    def decode(content: pd.Series) -> pd.Series:
+        from PIL import Image
+
+        return content.apply(lambda b: np.asarray(
+            Image.open(io.BytesIO(b)).convert("RGB").resize(SIZE[::-1], Image.Resampling.BOX),
+            np.float32).ravel())
+
+    def make_predict_fn():
+        import keras
+
+        model = build_model()
+        prep = keras.applications.mobilenet_v2.preprocess_input
+
+        def predict(x):
+            return model.predict_on_batch(prep(x))
+        return predict
+
+    predict = predict_batch_udf(make_predict_fn, return_type=ArrayType(FloatType()),
+                                batch_size=BATCH, input_tensor_shapes=[list(SIZE) + [3]])
+
+    def run():
+        spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg").load(folder) \
+            .select(predict(decode("content"))).write.format("noop").mode("overwrite").save()
+    return run
+
+
+def sparkdl_featurizer(folder):
+    """(c): readImages -> DeepImageFeaturizer."""
+    from sparkdl import DeepImageFeaturizer, readImages
+
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features", modelName=MODEL,
+                                     weights=None, batchSize=BATCH)
+
+    def run():
+        featurizer.transform(readImages(folder, pathGlobFilter="*.jpg")) \
+            .select("features").write.format("noop").mode("overwrite").save()
+    return run
+
+
+def worker_peak_rss_mb():
+    """Sum of peak RSS (VmHWM) of the live PySpark Python worker processes."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+            if b"pyspark.daemon" not in cmd and b"pyspark/daemon" not in cmd:
+                continue
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--dir", default="/tmp/sparkdl-bench-jpegs")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    folder = make_jpegs(args.dir, args.count)
+    n = len([f for f in os.listdir(folder) if f.endswith(".jpg")])
+    spark = spark_session("local[2]")
+
+    t_a, runs_a = timed(plain_loop(folder))
+    t_b, runs_b = timed(spark_recipe(spark, folder))
+    t_c, runs_c = timed(sparkdl_featurizer(folder))
+    result = {
+        "images": n, "model": f"{MODEL} {SIZE[0]}x{SIZE[1]} weights=None", "master": "local[2]",
+        "a_plain_loop_img_per_s": round(n / t_a, 1),
+        "b_spark_recipe_img_per_s": round(n / t_b, 1),
+        "c_sparkdl_img_per_s": round(n / t_c, 1),
+        "c_over_a": round(t_a / t_c, 2), "c_over_b": round(t_b / t_c, 2),
+        "targets": {"c_over_a": 1.0, "c_over_b": 1.9},
+        "runs_s": {"a": runs_a, "b": runs_b, "c": runs_c},
+    }
+    if not args.skip_memory:
+        spark.stop()
+        spark = spark_session("local[2]")
+        run_1x = sparkdl_featurizer(folder)
+        run_1x()
+        run_1x()
+        rss_1x = worker_peak_rss_mb()
+        folder_4x = make_jpegs(args.dir + "-4x", 4 * n)
+        start = time.perf_counter()
+        sparkdl_featurizer(folder_4x)()
+        t_4x = time.perf_counter() - start
+        rss_4x = worker_peak_rss_mb()
+        result.update({
+            "worker_peak_rss_mb_1x": round(rss_1x, 1), "worker_peak_rss_mb_4x": round(rss_4x, 1),
+            "rss_growth_4x": round(rss_4x / rss_1x - 1, 3), "target_rss_growth": 0.10,
+            "c_4x_img_per_s": round(4 * n / t_4x, 1),
+        })
+    save_result("featurizer", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Models shipped to executors: ``.keras`` bytes in a broadcast, loaded once per worker."""
+import hashlib
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+
+__all__ = ["ModelHandle", "modelToBytes", "modelFromBytes", "cachedHandle"]
+
+
+def modelToBytes(model):
+    """Serialize a Keras model to Keras 3 ``.keras`` bytes."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.keras")
+        model.save(path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def modelFromBytes(data, safeMode=True):
+    """Load a Keras model from ``.keras`` bytes (``safe_mode`` as in ``keras.saving``)."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.keras")
+        with open(path, "wb") as f:
+            f.write(data)
+        return keras.saving.load_model(path, compile=False, safe_mode=safeMode)
+
+
+class ModelHandle:
+    """A model serialized once on the driver and broadcast to the executors.
+
+    Pickles small (the broadcast's id, the content hash), so it can sit in a UDF closure;
+    :meth:`load` on an executor returns the worker's cached model, loading it on first use.
+
+    :param data: the model's ``.keras`` bytes.
+    :param safeMode: load with Keras ``safe_mode`` (refuses Lambda bytecode).
+    """
+
+    def __init__(self, data, safeMode=True):
+        from pyspark import SparkContext
+
+        self.key = hashlib.sha256(data).hexdigest()
+        self.safeMode = bool(safeMode)
+        self.size = len(data)
+        self._broadcast = SparkContext.getOrCreate().broadcast(data)
+
+    def load(self):
+        """The loaded Keras model (on an executor: from this worker's cache)."""
+        from sparkdl.engine import model_cache, runtime
+
+        runtime.configure()
+        return model_cache.get(
+            self.key, lambda: modelFromBytes(self._broadcast.value, self.safeMode)
+        )
+
+
+_handles = OrderedDict()
+_handlesLock = threading.Lock()
+_MAX_HANDLES = 8
+
+
+def cachedHandle(key, build):
+    """Driver-side: the handle for ``key``, built (``build() -> .keras bytes``) only once per
+    SparkContext, so repeated ``transform`` calls neither rebuild nor rebroadcast a model."""
+    from pyspark import SparkContext
+
+    fullKey = (SparkContext.getOrCreate().applicationId, key)
+    with _handlesLock:
+        if fullKey in _handles:
+            _handles.move_to_end(fullKey)
+            return _handles[fullKey]
+    handle = ModelHandle(build())
+    with _handlesLock:
+        _handles[fullKey] = handle
+        while len(_handles) > _MAX_HANDLES:
+            _handles.popitem(last=False)
+    return handle

@@ -1,0 +1,45 @@
+"""Per-Python-worker cache of loaded models, keyed by the model's content hash.
+
+It lives in this importable module (not in a UDF closure, which Spark unpickles anew for every
+task), so with Spark's default ``spark.python.worker.reuse=true`` a worker loads a model once
+and reuses it for all later tasks and batches. Caveats, as for ``pyspark.ml.model_cache``:
+a worker that Spark ends (idle timeout, ``worker.reuse=false``) loses its cache; each
+concurrent task runs in its own worker, so N task slots hold up to N copies of a model; the
+cache is bounded (:data:`MAX_MODELS`, least recently used evicted) so a long session that
+uses many models does not grow without limit.
+"""
+import threading
+from collections import OrderedDict
+
+__all__ = ["get", "loadCount", "clear", "MAX_MODELS"]
+
+#: Models kept per worker before the least recently used is evicted.
+MAX_MODELS = 4
+
+_models = OrderedDict()
+_loads = {}
+_lock = threading.Lock()
+
+
+def get(key, load):
+    """Return the model cached under ``key``, calling ``load()`` only on a miss."""
+    with _lock:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+        model = load()
+        _models[key] = model
+        _loads[key] = _loads.get(key, 0) + 1
+        while len(_models) > MAX_MODELS:
+            _models.popitem(last=False)
+        return model
+
+
+def loadCount(key):
+    """How many times this worker has loaded ``key`` (for tests and diagnostics)."""
+    return _loads.get(key, 0)
+
+
+def clear():
+    with _lock:
+        _models.clear()

@@ -1,0 +1,260 @@
+"""Named pretrained image models as Transformers: DeepImageFeaturizer and DeepImagePredictor."""
+import numpy as np
+import pyarrow as pa
+from pyspark import keyword_only
+from pyspark.ml import Transformer
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasOutputCol
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.sql import functions as F
+
+from sparkdl.engine.image_udf import withVectorColumn
+from sparkdl.param.shared import HasBatchSize, SparkDLTypeConverters
+
+__all__ = ["DeepImageFeaturizer", "DeepImagePredictor", "SCALE_HINTS"]
+
+#: The original library's ``scaleHint`` names (java.awt.Image hints) -> Pillow filters:
+#: AREA_AVERAGING is area averaging (box; the default, best when shrinking photos), SMOOTH
+#: favours quality (bicubic; best when enlarging small images), DEFAULT is bilinear, FAST and
+#: REPLICATE replicate pixels (nearest).
+SCALE_HINTS = {
+    "SCALE_AREA_AVERAGING": "box",
+    "SCALE_SMOOTH": "bicubic",
+    "SCALE_DEFAULT": "bilinear",
+    "SCALE_FAST": "nearest",
+    "SCALE_REPLICATE": "nearest",
+}
+
+
+def _toModelName(value):
+    from sparkdl.models.registry import getModelEntry
+
+    return getModelEntry(TypeConverters.toString(value)).name
+
+
+def _toWeights(value):
+    if value is None:
+        return None
+    return TypeConverters.toString(value)
+
+
+def _toScaleHint(value):
+    value = TypeConverters.toString(value)
+    if value not in SCALE_HINTS:
+        raise ValueError(f"unknown scaleHint {value!r}; supported: {sorted(SCALE_HINTS)}")
+    return value
+
+
+def _toPooling(value):
+    if value is None:
+        return None
+    value = TypeConverters.toString(value)
+    if value not in ("avg", "max"):
+        raise ValueError(f"pooling must be 'avg', 'max' or None, got {value!r}")
+    return value
+
+
+class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
+    modelName = Param(Params._dummy(), "modelName",
+                      "name of a model in sparkdl's registry (as in keras.applications)",
+                      typeConverter=_toModelName)
+    weights = Param(Params._dummy(), "weights",
+                    "'imagenet' (Keras's cache/download on the driver, or the bundled package "
+                    "for EfficientNetLite0), None (random init, seeded), or a local weights file",
+                    typeConverter=_toWeights)
+    scaleHint = Param(Params._dummy(), "scaleHint",
+                      "how images are resized to the model's input size: " + ", ".join(SCALE_HINTS),
+                      typeConverter=_toScaleHint)
+
+    def getModelName(self):
+        return self.getOrDefault(self.modelName)
+
+    def setModelName(self, value):
+        return self._set(modelName=value)
+
+    def getWeights(self):
+        return self.getOrDefault(self.weights)
+
+    def setWeights(self, value):
+        return self._set(weights=value)
+
+    def getScaleHint(self):
+        return self.getOrDefault(self.scaleHint)
+
+    def setScaleHint(self, value):
+        return self._set(scaleHint=value)
+
+    def _validateInput(self, dataset):
+        from sparkdl.image.imageIO import imageSchema, isImageSchema
+
+        if not self.isDefined(self.modelName):
+            raise ValueError("modelName must be set; supported: "
+                             + ", ".join(__import__("sparkdl.models.registry", fromlist=["x"])
+                                         .supportedModelNames()))
+        col = self.getInputCol()
+        if col not in dataset.columns:
+            raise ValueError(f"inputCol {col!r} is not a column of the DataFrame {dataset.columns}")
+        dataType = dataset.schema[col].dataType
+        if not isImageSchema(dataType):
+            raise TypeError(f"inputCol {col!r} must be an image struct {imageSchema.simpleString()}"
+                            f" (see sparkdl.readImages), got {dataType.simpleString()}")
+
+    def _modelUdf(self, includeTop, pooling, returnType="array<float>", postprocess=None):
+        from sparkdl.engine.handle import cachedHandle, modelToBytes
+        from sparkdl.engine.image_udf import imageModelUdf
+        from sparkdl.models.registry import buildModel, getModelEntry
+
+        entry = getModelEntry(self.getModelName())
+        weights = self.getWeights()
+
+        def build():
+            if weights is None:
+                import keras  # seeded, so a saved weights=None stage reproduces its outputs
+
+                keras.utils.set_random_seed(0)
+            return modelToBytes(buildModel(entry, weights=weights, include_top=includeTop,
+                                           pooling=pooling))
+
+        handle = cachedHandle(("registry", entry.name, weights, includeTop, pooling), build)
+        return imageModelUdf(handle, entry.inputSize, entry.preprocess,
+                             resizeMethod=SCALE_HINTS[self.getScaleHint()],
+                             batchSize=self.getBatchSize(), returnType=returnType,
+                             postprocess=postprocess)
+
+
+class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
+                          DefaultParamsWritable):
+    """Applies a pretrained image model without its classifier to an image column, giving a
+    feature vector per image: transfer learning is this stage followed by any Spark ML
+    classifier (e.g. ``LogisticRegression``) in one ``Pipeline``.
+
+    Images (Spark's image struct, any of sparkdl's 8-bit or float modes) are converted to RGB,
+    resized to the model's input size with ``scaleHint`` and preprocessed exactly as the
+    model's ``keras.applications`` ``preprocess_input`` does. ``pooling="avg"`` (default) or
+    ``"max"`` gives the pooled last feature map (e.g. 2048 values for InceptionV3, 1280 for
+    EfficientNetLite0); ``pooling=None`` gives the flattened map, as the original library did
+    (InceptionV3: 8 x 8 x 2048 = 131,072 values; see ``sparkdl.models.registry``). Null or
+    invalid images give a null vector.
+
+    >>> from sparkdl import readImages, DeepImageFeaturizer
+    >>> from pyspark.ml import Pipeline
+    >>> from pyspark.ml.classification import LogisticRegression
+    >>> featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features",
+    ...                                  modelName="EfficientNetLite0")
+    >>> lr = LogisticRegression(featuresCol="features", labelCol="label")
+    >>> model = Pipeline(stages=[featurizer, lr]).fit(train)          # doctest: +SKIP
+    >>> model.write().overwrite().save("/tmp/featurizer-lr")          # doctest: +SKIP
+    >>> PipelineModel.load("/tmp/featurizer-lr").transform(test)      # doctest: +SKIP
+    """
+
+    pooling = Param(Params._dummy(), "pooling", "'avg', 'max' or None (flattened feature map)",
+                    typeConverter=_toPooling)
+
+    @keyword_only
+    def __init__(self, inputCol=None, outputCol=None, modelName=None,
+                 scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
+                 weights="imagenet"):
+        super().__init__()
+        self._setDefault(scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
+                         weights="imagenet")
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, inputCol=None, outputCol=None, modelName=None,
+                  scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
+                  weights="imagenet"):
+        """Sets params for this DeepImageFeaturizer."""
+        return self._set(**self._input_kwargs)
+
+    def getPooling(self):
+        return self.getOrDefault(self.pooling)
+
+    def setPooling(self, value):
+        return self._set(pooling=value)
+
+    def _transform(self, dataset):
+        self._validateInput(dataset)
+        udf = self._modelUdf(includeTop=False, pooling=self.getPooling())
+        return withVectorColumn(dataset, self.getOutputCol(), udf(F.col(self.getInputCol())))
+
+
+_DECODED_TYPE = "array<struct<class:string,description:string,probability:float>>"
+
+
+def _decodePredictions(topK):
+    """Postprocess for the engine UDF: probabilities -> top-K (class, description, prob)."""
+    arrowType = pa.list_(pa.struct([("class", pa.string()), ("description", pa.string()),
+                                    ("probability", pa.float32())]))
+
+    def decode(probabilities, validRows, n):
+        from sparkdl.models.imagenet import class_index
+
+        index = class_index()
+        rows = [None] * n
+        top = np.argsort(-probabilities, axis=1, kind="stable")[:, :topK]
+        for j, i in enumerate(validRows):
+            rows[i] = [{"class": index[str(c)][0], "description": index[str(c)][1],
+                        "probability": float(probabilities[j, c])} for c in top[j]]
+        return pa.array(rows, arrowType)
+
+    return decode
+
+
+class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
+                         DefaultParamsWritable):
+    """Applies a pretrained ImageNet classifier to an image column.
+
+    ``outputCol`` holds the 1000 class probabilities as a vector or, with
+    ``decodePredictions=True``, the ``topK`` most likely classes as an
+    ``array<struct<class: string, description: string, probability: float>>`` (WordNet id,
+    readable name; the class index ships with sparkdl and works offline). Resizing and
+    preprocessing are those of :class:`DeepImageFeaturizer`. Null or invalid images give null.
+
+    >>> from sparkdl import readImages, DeepImagePredictor
+    >>> from sparkdl.resources import samplesDir
+    >>> predictor = DeepImagePredictor(inputCol="image", outputCol="predicted",
+    ...                                modelName="EfficientNetLite0", decodePredictions=True,
+    ...                                topK=3)
+    >>> row = predictor.transform(readImages(samplesDir(), pathGlobFilter="coffee.jpg")).first()
+    >>> row.predicted[0].description
+    'espresso'
+    >>> predictor.save("/tmp/predictor")                                    # doctest: +SKIP
+    >>> DeepImagePredictor.load("/tmp/predictor").getTopK()                 # doctest: +SKIP
+    3
+    """
+
+    decodePredictions = Param(Params._dummy(), "decodePredictions",
+                              "output the topK (class, description, probability) instead of the "
+                              "probability vector", typeConverter=TypeConverters.toBoolean)
+    topK = Param(Params._dummy(), "topK", "how many classes decodePredictions keeps",
+                 typeConverter=SparkDLTypeConverters.toPositiveInt)
+
+    @keyword_only
+    def __init__(self, inputCol=None, outputCol=None, modelName=None, decodePredictions=False,
+                 topK=5, scaleHint="SCALE_AREA_AVERAGING", batchSize=64, weights="imagenet"):
+        super().__init__()
+        self._setDefault(decodePredictions=False, topK=5, scaleHint="SCALE_AREA_AVERAGING",
+                         batchSize=64, weights="imagenet")
+        self._set(**self._input_kwargs)
+
+    @keyword_only
+    def setParams(self, inputCol=None, outputCol=None, modelName=None, decodePredictions=False,
+                  topK=5, scaleHint="SCALE_AREA_AVERAGING", batchSize=64, weights="imagenet"):
+        """Sets params for this DeepImagePredictor."""
+        return self._set(**self._input_kwargs)
+
+    def getDecodePredictions(self):
+        return self.getOrDefault(self.decodePredictions)
+
+    def getTopK(self):
+        return self.getOrDefault(self.topK)
+
+    def _transform(self, dataset):
+        self._validateInput(dataset)
+        col = F.col(self.getInputCol())
+        if self.getDecodePredictions():
+            udf = self._modelUdf(includeTop=True, pooling=None, returnType=_DECODED_TYPE,
+                                 postprocess=_decodePredictions(self.getTopK()))
+            return dataset.withColumn(self.getOutputCol(), udf(col))
+        udf = self._modelUdf(includeTop=True, pooling=None)
+        return withVectorColumn(dataset, self.getOutputCol(), udf(col))
