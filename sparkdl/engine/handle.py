@@ -5,7 +5,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 
-__all__ = ["ModelHandle", "modelToBytes", "modelFromBytes", "cachedHandle"]
+__all__ = ["ModelHandle", "modelToBytes", "modelFromBytes", "cachedHandle", "kerasModelBytes"]
 
 
 def modelToBytes(model):
@@ -62,7 +62,7 @@ _handlesLock = threading.Lock()
 _MAX_HANDLES = 8
 
 
-def cachedHandle(key, build):
+def cachedHandle(key, build, safeMode=True):
     """Driver-side: the handle for ``key``, built (``build() -> .keras bytes``) only once per
     SparkContext, so repeated ``transform`` calls neither rebuild nor rebroadcast a model."""
     from pyspark import SparkContext
@@ -72,9 +72,42 @@ def cachedHandle(key, build):
         if fullKey in _handles:
             _handles.move_to_end(fullKey)
             return _handles[fullKey]
-    handle = ModelHandle(build())
+    handle = ModelHandle(build(), safeMode=safeMode)
     with _handlesLock:
         _handles[fullKey] = handle
         while len(_handles) > _MAX_HANDLES:
             _handles.popitem(last=False)
     return handle
+
+
+def kerasModelBytes(source, safeMode=True):
+    """A Keras model, or the path of a ``.keras`` / legacy ``.h5`` file on the driver, as
+    ``.keras`` bytes, checked by loading it as executors will (``safe_mode=safeMode``).
+
+    :raises FileNotFoundError: the path does not exist (the message names it).
+    :raises ValueError: the file cannot be loaded; for a Lambda layer holding Python bytecode
+        under ``safeMode=True``, the message says how to opt in.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    if isinstance(source, keras.Model):
+        return modelToBytes(source)
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"modelFile {path!r} does not exist on the driver")
+    if os.path.isdir(path) or not path.endswith((".keras", ".h5", ".hdf5")):
+        raise ValueError(f"modelFile {path!r} must be a Keras .keras or legacy .h5 file")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=bool(safeMode))
+    except ValueError as e:
+        if safeMode and "safe_mode" in str(e):
+            raise ValueError(
+                f"modelFile {path!r} holds Python bytecode (e.g. a Lambda layer), which Keras "
+                "refuses to load with safe_mode=True. If you trust this file, set the stage's "
+                f"safeMode param to False. Keras said: {e}") from e
+        raise ValueError(f"modelFile {path!r} could not be loaded by Keras: {e}") from e
+    if path.endswith(".keras"):
+        with open(path, "rb") as f:
+            return f.read()
+    return modelToBytes(model)  # legacy .h5 -> .keras, the one format executors load

@@ -4,7 +4,9 @@ JSON-able params go through pyspark's ``DefaultParamsWriter`` metadata as usual;
 ("blob params": model bytes, user functions) are stored beside it in ``<path>/blobs`` as a
 Parquet table written through Spark, so a saved stage is self-contained and lives on any file
 system Spark writes to. A stage lists its blob params in ``_blobParams``: ``{name: codec}``
-with codec ``"bytes"`` (stored as is) or ``"pickle"`` (cloudpickle, for functions).
+with codec ``"bytes"`` (stored as is) or ``"pickle"`` (cloudpickle, for functions). A stage
+may define ``_prepareForSave()``, called before writing (e.g. to read its model file into a
+blob param).
 """
 import os
 
@@ -42,6 +44,9 @@ def _decode(codec, data):
 class _SparkDLWriter(DefaultParamsWriter):
     def saveImpl(self, path):
         instance = self.instance
+        # Stages that read a driver file (e.g. a model) copy its content into a param first,
+        # so the saved stage carries it and never needs the driver's file again.
+        getattr(instance, "_prepareForSave", lambda: None)()
         blobCodecs = getattr(instance, "_blobParams", {})
         jsonParams, blobs = {}, []
         for param, value in instance._paramMap.items():
