@@ -32,32 +32,65 @@ def _rgbImage(mode, height, width, data):
 
 
 def imagesToTensor(images, size, resizeMethod="bilinear"):
-    """Arrow StructArray of image structs -> ``(tensor, validRows)``.
+    """A batch of images -> ``(tensor, validRows)``.
 
-    ``tensor`` is float32 ``len(validRows) x height x width x 3`` in RGB order with values as
-    stored (0-255 for 8-bit images), ``validRows`` the indices of the rows it holds.
+    ``images`` is an Arrow array of Spark image structs, of image file bytes (binary), or of
+    image URIs (string; read on the executor). Bytes and URIs are decoded here by sparkdl's
+    decoding rule, so decoded pixels never travel through the JVM. ``tensor`` is float32
+    ``len(validRows) x height x width x 3`` in RGB order with values as stored (0-255 for
+    8-bit images), ``validRows`` the indices of the rows it holds; null, invalid and
+    undecodable images are left out (their outputs will be null).
     """
+    if pa.types.is_struct(images.type):
+        rgb = _structImages(images)
+    else:
+        rgb = _fileImages(images, fromUri=pa.types.is_string(images.type)
+                          or pa.types.is_large_string(images.type))
     from sparkdl.image.imageIO import resizeImage
 
     height, width = size
+    valid = [i for i, img in enumerate(rgb) if img is not None]
+    tensor = np.empty((len(valid), height, width, 3), np.float32)
+    for j, i in enumerate(valid):
+        tensor[j] = resizeImage(rgb[i], size, resizeMethod)
+    return tensor, np.asarray(valid, np.int64)
+
+
+def _structImages(images):
+    """Image structs -> list of RGB images (None for null/invalid), viewing Arrow buffers."""
     n = len(images)
     if n == 0:
-        return np.zeros((0, height, width, 3), np.float32), np.zeros(0, np.int64)
+        return []
     present = np.asarray(images.is_valid().to_numpy(zero_copy_only=False), bool)
     # flatten() applies the struct's slice offset to its children (field() may not).
     _, heights, widths, _, modes, data = images.flatten()
     heights, widths, modes = (a.fill_null(-1).to_numpy() for a in (heights, widths, modes))
     offsets = np.frombuffer(data.buffers()[1], np.int32, len(data) + 1, data.offset * 4)
     buffer = data.buffers()[2]
-    valid = [i for i in range(n) if present[i] and heights[i] > 0 and widths[i] > 0
-             and (modes[i] in _EIGHT_BIT or modes[i] in _FLOAT)]
-    tensor = np.empty((len(valid), height, width, 3), np.float32)
-    for j, i in enumerate(valid):
+    out = [None] * n
+    for i in range(n):
+        if not (present[i] and heights[i] > 0 and widths[i] > 0
+                and (modes[i] in _EIGHT_BIT or modes[i] in _FLOAT)):
+            continue
         start, end = int(offsets[i]), int(offsets[i + 1])
         pixels = memoryview(buffer)[start:end] if buffer is not None else b""
-        img = _rgbImage(int(modes[i]), int(heights[i]), int(widths[i]), pixels)
-        tensor[j] = resizeImage(img, size, resizeMethod)
-    return tensor, np.asarray(valid, np.int64)
+        out[i] = _rgbImage(int(modes[i]), int(heights[i]), int(widths[i]), pixels)
+    return out
+
+
+def _fileImages(files, fromUri):
+    """Image file bytes (or URIs to read) -> list of RGB Pillow images (None if undecodable)."""
+    from sparkdl.image.imageIO import DecodeError, decodeToPIL
+    from sparkdl.utils.fs import readBytes
+
+    out = []
+    for item in files.to_pylist():
+        try:
+            raw = readBytes(item) if (fromUri and item is not None) else item
+            out.append(None if raw is None else decodeToPIL(raw).convert("RGB"))
+        except (DecodeError, OSError):
+            out.append(None)
+    return out
 
 
 def listArray(values, validRows, n, valueType=pa.float32()):

@@ -73,6 +73,12 @@ class ImageLoader(
         """Sets params for this ImageLoader."""
         return self._set(**self._input_kwargs)
 
+    def setInputCol(self, value):
+        return self._set(inputCol=value)
+
+    def setOutputCol(self, value):
+        return self._set(outputCol=value)
+
     def _transform(self, dataset):
         inputCol = self.getInputCol()
         if inputCol not in dataset.columns:

@@ -7,6 +7,7 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import functions as F
+from pyspark.sql.types import BinaryType, StringType
 
 from sparkdl.engine.image_udf import withVectorColumn
 from sparkdl.param.shared import HasBatchSize, SparkDLTypeConverters
@@ -66,6 +67,12 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
                       "how images are resized to the model's input size: " + ", ".join(SCALE_HINTS),
                       typeConverter=_toScaleHint)
 
+    def setInputCol(self, value):
+        return self._set(inputCol=value)
+
+    def setOutputCol(self, value):
+        return self._set(outputCol=value)
+
     def getModelName(self):
         return self.getOrDefault(self.modelName)
 
@@ -95,9 +102,10 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
         if col not in dataset.columns:
             raise ValueError(f"inputCol {col!r} is not a column of the DataFrame {dataset.columns}")
         dataType = dataset.schema[col].dataType
-        if not isImageSchema(dataType):
+        if not (isImageSchema(dataType) or isinstance(dataType, (BinaryType, StringType))):
             raise TypeError(f"inputCol {col!r} must be an image struct {imageSchema.simpleString()}"
-                            f" (see sparkdl.readImages), got {dataType.simpleString()}")
+                            " (see sparkdl.readImages), image file bytes (binary) or image URIs "
+                            f"(string), got {dataType.simpleString()}")
 
     def _modelUdf(self, includeTop, pooling, returnType="array<float>", postprocess=None):
         from sparkdl.engine.handle import cachedHandle, modelToBytes
@@ -128,9 +136,13 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
     feature vector per image: transfer learning is this stage followed by any Spark ML
     classifier (e.g. ``LogisticRegression``) in one ``Pipeline``.
 
-    Images (Spark's image struct, any of sparkdl's 8-bit or float modes) are converted to RGB,
-    resized to the model's input size with ``scaleHint`` and preprocessed exactly as the
-    model's ``keras.applications`` ``preprocess_input`` does. ``pooling="avg"`` (default) or
+    ``inputCol`` holds Spark's image struct (any of sparkdl's 8-bit or float modes), or image
+    file bytes (``binary``, e.g. the ``content`` of Spark's ``binaryFile`` source), or image
+    URIs (``string``). Bytes and URIs are decoded inside the inference UDF (by the rule of
+    :mod:`sparkdl.image.imageIO`), so decoded pixels never cross the JVM: the fastest way to
+    featurize files. Images are converted to RGB, resized to the model's input size with
+    ``scaleHint`` and preprocessed exactly as the model's ``keras.applications``
+    ``preprocess_input`` does. ``pooling="avg"`` (default) or
     ``"max"`` gives the pooled last feature map (e.g. 2048 values for InceptionV3, 1280 for
     EfficientNetLite0); ``pooling=None`` gives the flattened map, as the original library did
     (InceptionV3: 8 x 8 x 2048 = 131,072 values; see ``sparkdl.models.registry``). Null or
@@ -207,8 +219,9 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
     ``outputCol`` holds the 1000 class probabilities as a vector or, with
     ``decodePredictions=True``, the ``topK`` most likely classes as an
     ``array<struct<class: string, description: string, probability: float>>`` (WordNet id,
-    readable name; the class index ships with sparkdl and works offline). Resizing and
-    preprocessing are those of :class:`DeepImageFeaturizer`. Null or invalid images give null.
+    readable name; the class index ships with sparkdl and works offline). Inputs (image
+    structs, file bytes or URIs), resizing and preprocessing are those of
+    :class:`DeepImageFeaturizer`. Null or invalid images give null.
 
     >>> from sparkdl import readImages, DeepImagePredictor
     >>> from sparkdl.resources import samplesDir

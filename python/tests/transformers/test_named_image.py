@@ -129,8 +129,8 @@ def test_model_loads_once_per_worker_with_task_sized_threads(spark, photos):
 def test_bad_input_names_the_problem(spark):
     with pytest.raises(ValueError, match="supported models: .*EfficientNetLite0.*InceptionV3"):
         DeepImageFeaturizer(inputCol="image", outputCol="f", modelName="NoSuchNet")
-    df = spark.createDataFrame([("a",)], "image string")
-    with pytest.raises(TypeError, match="inputCol 'image' must be an image struct"):
+    df = spark.createDataFrame([(1,)], "image int")
+    with pytest.raises(TypeError, match="inputCol 'image' must be an image struct .* got int"):
         DeepImageFeaturizer(inputCol="image", outputCol="f", modelName="MobileNetV2").transform(df)
     with pytest.raises(ValueError, match="scaleHint"):
         DeepImagePredictor(scaleHint="SCALE_BEST")
@@ -214,3 +214,22 @@ def test_transfer_learning_on_separate_executors(cluster_spark):
     train, test = lfw_frames(cluster_spark)
     model = transfer_pipeline().fit(train.repartition(2))
     assert accuracy(model.transform(test.repartition(2))) >= 0.95
+
+
+def test_file_bytes_and_uris_featurize_like_image_structs(spark, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    from sparkdl.resources import samplesDir as samples
+
+    files = spark.read.format("binaryFile").load([samples(), str(tmp_path / "broken.jpg")]) \
+        .select("path", "content")
+    featurizer = DeepImageFeaturizer(outputCol="f", modelName="MobileNetV3Small", weights=None)
+    structs = {r.image.origin.replace("file:///", "file:/"): r.f for r in featurizer.setInputCol("image")
+               .transform(readImages(samples(), pathGlobFilter="*.jpg")).collect()}
+    from_bytes = {r.path: r.f for r in featurizer.setInputCol("content").transform(files).collect()}
+    from_uris = {r.path: r.f for r in featurizer.setInputCol("path").transform(files).collect()}
+    broken = [p for p in from_bytes if p.endswith("broken.jpg")][0]
+    assert from_bytes.pop(broken) is None and from_uris.pop(broken) is None
+    assert sorted(from_bytes) == sorted(structs) == sorted(from_uris)
+    for path, features in structs.items():
+        np.testing.assert_allclose(from_bytes[path].toArray(), features.toArray(), atol=1e-6)
+        np.testing.assert_allclose(from_uris[path].toArray(), features.toArray(), atol=1e-6)
