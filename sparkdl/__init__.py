@@ -13,6 +13,8 @@ _EXPORTS = {
     "ImageLoader": "sparkdl.transformers.image_loader",
     "DeepImageFeaturizer": "sparkdl.transformers.named_image",
     "DeepImagePredictor": "sparkdl.transformers.named_image",
+    "KerasImageFileTransformer": "sparkdl.transformers.keras_image",
+    "registerKerasImageUDF": "sparkdl.udf.keras_image_udf",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -167,7 +167,7 @@ class HasKerasModel(Params):
     _blobParams = {"modelBytes": "bytes"}
 
     def setModelFile(self, value):
-        self._clear(self.modelBytes)
+        self.clear(self.modelBytes)
         return self._set(modelFile=value)
 
     def getModelFile(self):

@@ -1,0 +1,215 @@
+"""registerKerasImageUDF: a Keras image model as a SQL function, against the model applied
+directly to the same decoded (+ resized, or user-preprocessed) pixels."""
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+
+import tiny_image_models as tim
+from sparkdl import readImages, registerKerasImageUDF
+from sparkdl.image.imageIO import imageSchema, imageStructToArray, invalidImageStruct, rgbToStructOrder
+
+# Executors cannot import this test module: ship its functions by value, as for a notebook.
+from pyspark import cloudpickle  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+SIZE = tim.SIZE
+
+
+def struct_rgb(image):
+    """What the UDF sees: the struct's pixels as RGB (gray repeated, alpha dropped)."""
+    rgb = rgbToStructOrder(imageStructToArray(image))[:, :, :3]
+    return np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else np.ascontiguousarray(rgb)
+
+
+def resized(image):
+    """The default path: RGB resized (bilinear) to the model's 16 x 16, float32 0-255."""
+    img = Image.fromarray(struct_rgb(image)).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(img, np.float32)
+
+
+def crop_scale(rgb):
+    """A user preprocessor: the top-left 16 x 16 crop scaled to [-1, 1] (1 x H x W x C)."""
+    return (rgb[np.newaxis, :SIZE, :SIZE].astype(np.float32) / 127.5) - 1.0
+
+
+@pytest.fixture(scope="module")
+def pngs(tmp_path_factory):
+    return tim.write_pngs(tmp_path_factory.mktemp("keras-image-udf-pngs"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keras-image-udf-models")
+    a, b = tim.classifier(seed=5), tim.classifier(seed=6)
+    return {"a": (a, tim.save(a, d / "a.keras")), "b": (b, tim.save(b, d / "b.keras"))}
+
+
+@pytest.fixture
+def images(spark, pngs):
+    """The PNGs read by readImages, plus an invalid and a null image, as view ``images``."""
+    df = readImages(sorted(pngs.values())).select("image")
+    extra = spark.createDataFrame([Row(image=invalidImageStruct("file:/bad.png")), Row(image=None)],
+                                  f"image {imageSchema.simpleString()}")
+    df = df.union(extra)
+    df.createOrReplaceTempView("images")
+    return df
+
+
+def by_origin(rows, col="p"):
+    return {r.origin: getattr(r, col) for r in rows}
+
+
+def expected_for(model, images, prepare=resized):
+    valid = [i for i in images if i is not None and i.height > 0]
+    return dict(zip([i.origin for i in valid],
+                    tim.predict(model, [prepare(i) for i in valid])))
+
+
+def test_sql_where_and_nulls_equal_keras_direct(spark, images, models):
+    model, path = models["a"]
+    registerKerasImageUDF("kimg_where", path, batchSize=2)
+    structs = [r.image for r in images.collect()]
+    expected = expected_for(model, structs)
+    rows = spark.sql("SELECT image.origin AS origin, kimg_where(image) AS p FROM images "
+                     "WHERE image.width > 20 OR image IS NULL").collect()
+    got = by_origin(rows)
+    assert set(got) == {None} | {i.origin for i in structs if i is not None and i.width > 20}
+    assert got[None] is None
+    for origin in set(got) - {None}:
+        np.testing.assert_allclose(got[origin], expected[origin], atol=1e-5, rtol=0)
+    invalid = spark.sql("SELECT kimg_where(image) AS p FROM images WHERE image.height = -1").collect()
+    assert [r.p for r in invalid] == [None]
+    assert spark.sql("SELECT kimg_where(image) AS p FROM images").schema["p"].dataType.simpleString() \
+        == "array<float>"
+
+
+def test_join_and_dataframe_api(spark, images, models):
+    model, path = models["a"]
+    udf = registerKerasImageUDF("kimg_join", path)
+    structs = [r.image for r in images.collect() if r.image is not None]
+    expected = expected_for(model, structs)
+    labels = spark.createDataFrame([(os.path.basename(i.origin), i.origin, n)
+                                    for n, i in enumerate(structs)], "name string, origin string, n int")
+    labels.createOrReplaceTempView("labels")
+    rows = spark.sql("SELECT l.name, l.origin, kimg_join(i.image) AS p FROM images i "
+                     "JOIN labels l ON i.image.origin = l.origin WHERE l.name LIKE '%.png'").collect()
+    assert len(rows) == len(structs) == len(expected) + 1
+    for r in rows:
+        if r.origin == "file:/bad.png":  # the invalid image
+            assert r.p is None
+        else:
+            np.testing.assert_allclose(r.p, expected[r.origin], atol=1e-5, rtol=0)
+    via_api = images.select(F.col("image.origin").alias("origin"), udf("image").alias("p"))
+    via_expr = images.select(F.col("image.origin").alias("origin"), F.expr("kimg_join(image) AS p"))
+    assert by_origin(via_api.collect()) == by_origin(via_expr.collect())
+    api = by_origin(via_api.collect())
+    assert api.pop(None) is None and api == by_origin(rows)
+
+
+def test_registering_a_name_again_replaces_the_function(spark, images, models):
+    structs = [r.image for r in images.collect()]
+    query = "SELECT image.origin AS origin, kimg_again(image) AS p FROM images WHERE image.height > 0"
+    for name in ["a", "b", "a"]:
+        model, path = models[name]
+        registerKerasImageUDF("kimg_again", path)
+        got = by_origin(spark.sql(query).collect())
+        expected = expected_for(model, structs)
+        assert set(got) == set(expected)
+        for origin, p in got.items():
+            np.testing.assert_allclose(p, expected[origin], atol=1e-5, rtol=0)
+
+
+def test_preprocessor_replaces_resizing_and_in_memory_models_work(spark, images):
+    model = tim.classifier(seed=7)
+    registerKerasImageUDF("kimg_prep", model, preprocessor=crop_scale, batchSize=3)
+    structs = [r.image for r in images.collect()]
+    expected = expected_for(model, structs, prepare=lambda i: crop_scale(struct_rgb(i))[0])
+    got = by_origin(spark.sql("SELECT image.origin AS origin, kimg_prep(image) AS p FROM images")
+                    .collect())
+    assert got[None] is None and got["file:/bad.png"] is None
+    for origin, p in expected.items():
+        np.testing.assert_allclose(got[origin], p, atol=1e-5, rtol=0)
+
+    # A fully convolutional model takes each preprocessed image at its own size.
+    i2i = tim.image_to_image(channels=2)
+    registerKerasImageUDF("kimg_full", i2i, preprocessor=lambda rgb: rgb / 255.0)
+    got = by_origin(spark.sql("SELECT image.origin AS origin, kimg_full(image) AS p FROM images "
+                              "WHERE image.height > 0").collect())
+    for image in structs:
+        if image is not None and image.height > 0:
+            direct = tim.predict(i2i, [struct_rgb(image) / 255.0])[0]
+            np.testing.assert_allclose(got[image.origin], direct.ravel(), atol=1e-5, rtol=0)
+
+
+def test_a_failing_preprocessor_fails_the_query_naming_the_image(spark, images, models):
+    def refuse(rgb):
+        raise RuntimeError("no thanks")
+
+    registerKerasImageUDF("kimg_refuse", models["a"][1], preprocessor=refuse)
+    with pytest.raises(Exception, match="preprocessor of 'kimg_refuse' failed on image "
+                                        "'file:///.*png': RuntimeError: no thanks"):
+        spark.sql("SELECT kimg_refuse(image) FROM images").collect()
+    registerKerasImageUDF("kimg_shape", models["a"][1], preprocessor=lambda rgb: rgb)
+    with pytest.raises(Exception, match="preprocessor of 'kimg_shape' returned shape .* x 3; the "
+                                        "model takes 16 x 16 x 3 \\(image 'file:///"):
+        spark.sql("SELECT kimg_shape(image) FROM images WHERE image.width > 20").collect()
+
+
+def test_safe_mode_refusal_and_opt_in(spark, images, tmp_path):
+    import keras
+
+    model = tim.classifier(seed=8, lambda_layer=True)
+    path = tim.save(model, tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="modelFile '.*lambda.keras' holds Python bytecode.*"
+                                         "registerKerasImageUDF\\(..., safeMode=False\\)"):
+        registerKerasImageUDF("kimg_lambda", path)
+    with pytest.raises(ValueError, match="registerKerasImageUDF\\(..., safeMode=False\\)"):
+        registerKerasImageUDF("kimg_lambda", model)
+    registerKerasImageUDF("kimg_lambda", path, safeMode=False)
+    structs = [r.image for r in images.collect()]
+    expected = expected_for(keras.saving.load_model(path, safe_mode=False), structs)
+    got = by_origin(spark.sql("SELECT image.origin AS origin, kimg_lambda(image) AS p FROM images "
+                              "WHERE image.height > 0").collect())
+    for origin, p in expected.items():
+        np.testing.assert_allclose(got[origin], p, atol=1e-5, rtol=0)
+
+
+def test_bad_arguments_are_refused_at_registration(spark, tmp_path, models):
+    with pytest.raises(FileNotFoundError, match="modelFile '.*nope.keras' does not exist"):
+        registerKerasImageUDF("k", str(tmp_path / "nope.keras"))
+    with pytest.raises(ValueError, match="is a directory .*use sparkdl.TFImageTransformer"):
+        registerKerasImageUDF("k", str(tmp_path))
+    with pytest.raises(ValueError, match="batch x any x any x 3; without a preprocessor"):
+        registerKerasImageUDF("k", tim.image_to_image())
+    with pytest.raises(ValueError, match="takes inputs of shape batch x 8"):
+        registerKerasImageUDF("k", tim.dense_model(), preprocessor=crop_scale)
+    with pytest.raises(TypeError, match="preprocessor: expected a function"):
+        registerKerasImageUDF("k", models["a"][1], preprocessor="crop")
+    with pytest.raises(ValueError, match="batchSize: expected a positive integer"):
+        registerKerasImageUDF("k", models["a"][1], batchSize=0)
+    with pytest.raises(TypeError, match="kerasModelOrFile must be a keras.Model or the path"):
+        registerKerasImageUDF("k", 42)
+
+
+@pytest.mark.local_cluster
+def test_sql_on_separate_executors(cluster_spark, pngs, models):
+    model, path = models["b"]
+    df = readImages(sorted(pngs.values()), numPartitions=2)
+    df.createOrReplaceTempView("cluster_images")
+    registerKerasImageUDF("kimg_cluster", path, preprocessor=crop_scale)
+    registerKerasImageUDF("kimg_cluster_resize", path)
+    rows = cluster_spark.sql("SELECT image, kimg_cluster(image) AS p, kimg_cluster_resize(image) AS q "
+                             "FROM cluster_images").collect()
+    assert len(rows) == len(pngs)
+    images = [r.image for r in rows]
+    np.testing.assert_allclose([r.p for r in rows],
+                               tim.predict(model, [crop_scale(struct_rgb(i))[0] for i in images]),
+                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose([r.q for r in rows], tim.predict(model, [resized(i) for i in images]),
+                               atol=1e-5, rtol=0)
