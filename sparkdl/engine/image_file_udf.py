@@ -35,7 +35,8 @@ def modelSignature(handle):
     """Driver-side: ``(inputShapes, outputShapes)`` of the handle's model, each a tuple of
     shapes without the batch dimension (``None`` for a variable dimension), or ``None`` when
     Keras cannot tell (e.g. a subclassed model). Loaded once per model content."""
-    if handle.key not in _signatures:
+    key = (handle.key, handle.safeMode)  # loading under safe_mode is part of the check
+    if key not in _signatures:
         from sparkdl.engine.handle import modelFromBytes
 
         model = modelFromBytes(handle._broadcast.value, handle.safeMode)
@@ -44,8 +45,8 @@ def modelSignature(handle):
                          tuple(tuple(t.shape[1:]) for t in model.outputs))
         except (AttributeError, ValueError, TypeError):
             signature = None
-        _signatures[handle.key] = signature
-    return _signatures[handle.key]
+        _signatures[key] = signature
+    return _signatures[key]
 
 
 def formatShape(shape):

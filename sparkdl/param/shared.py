@@ -198,7 +198,8 @@ class HasKerasModel(Params):
         if self.isSet(self.modelBytes):
             import hashlib
 
-            key = ("keras-bytes", hashlib.sha256(self.getOrDefault(self.modelBytes)).hexdigest())
+            key = ("keras-bytes", hashlib.sha256(self.getOrDefault(self.modelBytes)).hexdigest(),
+                   self.getSafeMode())
         else:
             path = self.getModelFile() if self.isSet(self.modelFile) else None
             stat = os.stat(path) if path and os.path.exists(path) else None

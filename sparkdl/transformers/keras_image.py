@@ -131,7 +131,15 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
         """The model's input shape (no batch dim), checked to be an image's; None if unknown."""
         from sparkdl.engine.image_file_udf import formatShape, modelSignature
 
-        signature = modelSignature(handle)
+        try:
+            signature = modelSignature(handle)
+        except ValueError as e:  # carried model bytes holding Lambda bytecode, safeMode=True
+            if self.getSafeMode() and "safe_mode" in str(e):
+                raise ValueError(
+                    "the stage's model holds Python bytecode (e.g. a Lambda layer), which Keras "
+                    "refuses to load with safe_mode=True. If you trust it, set the stage's "
+                    f"safeMode param to False. Keras said: {e}") from e
+            raise
         if signature is None:
             return None
         inputs, outputs = signature

@@ -15,7 +15,7 @@ def _handleForModel(kerasModelOrFile, safeMode):
 
     if isinstance(kerasModelOrFile, keras.Model):
         data = modelToBytes(kerasModelOrFile)
-        key = ("keras-bytes", hashlib.sha256(data).hexdigest())
+        key = ("keras-bytes", hashlib.sha256(data).hexdigest(), safeMode)
         return cachedHandle(key, lambda: data, safeMode=safeMode)
     if not isinstance(kerasModelOrFile, (str, os.PathLike)):
         raise TypeError("kerasModelOrFile must be a keras.Model or the path of a .keras / .h5 "

@@ -132,6 +132,15 @@ def test_safe_mode_refuses_lambda_layers_and_the_opt_in_runs_them(spark, pngs, t
     expected = tim.predict(direct, [load16(r.uri)[0] for r in rows])
     np.testing.assert_allclose(vectors(rows), expected, atol=1e-5, rtol=0)
 
+    # A saved stage carries the opt-in; its carried bytes are refused again with safeMode=True.
+    stage.save(str(tmp_path / "stage"))
+    os.remove(path)
+    loaded = KerasImageFileTransformer.load(str(tmp_path / "stage"))
+    assert loaded.getSafeMode() is False
+    with pytest.raises(ValueError, match="stage's model holds Python bytecode.*safeMode param"):
+        loaded.setSafeMode(True).transform(df)
+    assert loaded.setSafeMode(False).transform(df).collect() == rows
+
 
 def _no_job_started(spark, action):
     sc = spark.sparkContext

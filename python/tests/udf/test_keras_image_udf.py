@@ -9,9 +9,11 @@ from PIL import Image
 from pyspark.sql import Row
 from pyspark.sql import functions as F
 
+import fixtures
 import tiny_image_models as tim
 from sparkdl import readImages, registerKerasImageUDF
-from sparkdl.image.imageIO import imageSchema, imageStructToArray, invalidImageStruct, rgbToStructOrder
+from sparkdl.image.imageIO import (imageArrayToStruct, imageSchema, imageStructToArray,
+                                   invalidImageStruct, rgbToStructOrder)
 
 # Executors cannot import this test module: ship its functions by value, as for a notebook.
 from pyspark import cloudpickle  # noqa: E402
@@ -135,6 +137,14 @@ def test_preprocessor_replaces_resizing_and_in_memory_models_work(spark, images)
     assert got[None] is None and got["file:/bad.png"] is None
     for origin, p in expected.items():
         np.testing.assert_allclose(got[origin], p, atol=1e-5, rtol=0)
+
+    # Float images reach the preprocessor as float32 RGB.
+    floats = fixtures.rgb_array(15, 20, 18).astype(np.float32)
+    df = spark.createDataFrame([Row(image=imageArrayToStruct(floats[:, :, ::-1], "f"))],
+                               f"image {imageSchema.simpleString()}")
+    registerKerasImageUDF("kimg_float", model, preprocessor=lambda rgb: rgb[:SIZE, :SIZE] * 0.5)
+    got = df.selectExpr("kimg_float(image) AS p").first().p
+    np.testing.assert_allclose(got, tim.predict(model, [floats[:SIZE, :SIZE] * 0.5])[0], atol=1e-5)
 
     # A fully convolutional model takes each preprocessed image at its own size.
     i2i = tim.image_to_image(channels=2)
