@@ -15,6 +15,8 @@ _EXPORTS = {
     "DeepImagePredictor": "sparkdl.transformers.named_image",
     "KerasImageFileTransformer": "sparkdl.transformers.keras_image",
     "registerKerasImageUDF": "sparkdl.udf.keras_image_udf",
+    "KerasImageFileEstimator": "sparkdl.estimators.keras_image_file_estimator",
+    "KerasImageFileModel": "sparkdl.estimators.keras_image_file_estimator",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,1 @@
+"""sparkdl's Spark ML Estimators."""

@@ -1,0 +1,436 @@
+"""KerasImageFileEstimator: Keras training as a Spark ML Estimator whose data never visits
+the driver, and whose fitted model serves through the same loader and engine it trained with.
+"""
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+
+from pyspark import keyword_only
+from pyspark.ml import Estimator, Model
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasInputCol, HasLabelCol, HasOutputCol
+from pyspark.sql import functions as F
+from pyspark.sql.types import IntegralType, StringType
+
+from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
+from sparkdl.param.shared import HasBatchSize, HasImageLoader, HasKerasModel
+from sparkdl.transformers.keras_image import KerasImageFileTransformer
+
+__all__ = ["KerasImageFileEstimator", "KerasImageFileModel"]
+
+logger = logging.getLogger(__name__)
+
+#: Params a paramMap of fitMultiple / CrossValidator may change (as in the original library).
+TUNABLE_PARAMS = ("kerasOptimizer", "kerasLoss", "kerasFitParams", "outputCol", "outputMode")
+
+#: model.fit arguments sparkdl passes on; the data arguments are sparkdl's own.
+FIT_PARAMS = ("epochs", "batch_size", "validation_split", "verbose", "shuffle",
+              "class_weight", "initial_epoch", "steps_per_epoch", "validation_freq")
+
+_SPARSE_LOSSES = {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"}
+_DENSE_ONLY_LOSSES = {"categorical_crossentropy", "CategoricalCrossentropy", "kl_divergence",
+                      "categorical_hinge", "CategoricalHinge"}
+
+
+def _toOptimizer(value):
+    """A Keras optimizer name (e.g. "adam") or its config dict; checked with keras."""
+    if isinstance(value, str):
+        config = value
+    elif isinstance(value, dict):
+        config = dict(value)
+    else:
+        raise TypeError(f"kerasOptimizer must be a Keras optimizer name or config dict, got "
+                        f"{type(value).__name__}")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    try:
+        keras.optimizers.get(config)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"kerasOptimizer {value!r} is not a Keras optimizer: {e}") from None
+    return config
+
+
+def _toLoss(value):
+    value = TypeConverters.toString(value)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    try:
+        keras.losses.get(value)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"kerasLoss {value!r} is not a Keras loss: {e}") from None
+    return value
+
+
+def _toFitParams(value):
+    if not isinstance(value, dict):
+        raise TypeError(f"kerasFitParams must be a dict of model.fit arguments, got "
+                        f"{type(value).__name__}")
+    unknown = sorted(set(value) - set(FIT_PARAMS))
+    if unknown:
+        raise ValueError(f"kerasFitParams has arguments sparkdl does not pass to model.fit: "
+                         f"{unknown}; supported: {list(FIT_PARAMS)}")
+    json.dumps(value)  # must persist as JSON
+    return dict(value)
+
+
+class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, HasImageLoader,
+                       HasBatchSize):
+    kerasOptimizer = Param(Params._dummy(), "kerasOptimizer",
+                           "Keras optimizer: a name (e.g. 'adam') or a config dict",
+                           typeConverter=_toOptimizer)
+    kerasLoss = Param(Params._dummy(), "kerasLoss",
+                      "Keras loss name; with integer labels use a sparse loss "
+                      "(e.g. 'sparse_categorical_crossentropy'), with one-hot vector labels a "
+                      "dense one (e.g. 'categorical_crossentropy')", typeConverter=_toLoss)
+    kerasFitParams = Param(Params._dummy(), "kerasFitParams",
+                           "arguments for model.fit: " + ", ".join(FIT_PARAMS),
+                           typeConverter=_toFitParams)
+    outputMode = Param(Params._dummy(), "outputMode",
+                       "fitted model output: 'vector' or 'image' (see KerasImageFileTransformer)",
+                       typeConverter=TypeConverters.toString)
+    storeDir = Param(Params._dummy(), "storeDir",
+                     "directory (any URI Spark and pyarrow read) where fit materializes the "
+                     "training data once; must be readable by every executor. Default: a "
+                     "temporary directory under spark.local.dir, removed after fit",
+                     typeConverter=TypeConverters.toString)
+
+    def getKerasOptimizer(self):
+        return self.getOrDefault(self.kerasOptimizer)
+
+    def setKerasOptimizer(self, value):
+        return self._set(kerasOptimizer=value)
+
+    def getKerasLoss(self):
+        return self.getOrDefault(self.kerasLoss)
+
+    def setKerasLoss(self, value):
+        return self._set(kerasLoss=value)
+
+    def getKerasFitParams(self):
+        return self.getOrDefault(self.kerasFitParams)
+
+    def setKerasFitParams(self, value):
+        return self._set(kerasFitParams=value)
+
+    def getOutputMode(self):
+        return self.getOrDefault(self.outputMode)
+
+    def setOutputMode(self, value):
+        return self._set(outputMode=value)
+
+    def setInputCol(self, value):
+        return self._set(inputCol=value)
+
+    def setOutputCol(self, value):
+        return self._set(outputCol=value)
+
+    def setLabelCol(self, value):
+        return self._set(labelCol=value)
+
+
+class KerasImageFileModel(KerasImageFileTransformer, Model):
+    """The model fitted by :class:`KerasImageFileEstimator`: it transforms exactly like
+    :class:`sparkdl.KerasImageFileTransformer` (same ``imageLoader``, same engine) with the
+    trained weights, which it carries when saved.
+
+    ``fitSummary`` (not persisted) holds the training rows used, the rows skipped and why,
+    and the Keras history.
+    """
+
+    fitSummary = None
+
+
+def _materialize(dataset, inputCol, labelCol, loader, storeDir):
+    """Write (x, label, fold) for every usable row to Parquet under ``storeDir`` once.
+
+    :return: dict with the row counts, the sample shape and the label kind.
+    """
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.linalg import VectorUDT
+
+    labelType = dataset.schema[labelCol].dataType
+    if isinstance(labelType, VectorUDT):
+        label, kind = vector_to_array(F.col(labelCol), "float32"), "onehot"
+    elif isinstance(labelType, IntegralType):
+        label, kind = F.col(labelCol).cast("int"), "index"
+    else:
+        raise TypeError(f"labelCol {labelCol!r} must be a one-hot ML vector (dense or sparse) "
+                        f"or an integer class index, got {labelType.simpleString()}")
+    loaded = dataset.select(
+        _loadUdf(loader)(F.col(inputCol)).alias("_loaded"), label.alias("label"),
+        # a fixed split of the rows for validation_split, stable across epochs and tasks
+        (F.abs(F.xxhash64(F.col(inputCol))) % 1000).cast("int").alias("fold"))
+    loaded.select(F.col("_loaded.x").alias("x"), F.col("_loaded.error").alias("error"),
+                  "label", "fold").write.mode("overwrite").parquet(storeDir)
+    stored = dataset.sparkSession.read.parquet(storeDir)
+    counts = stored.select(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.col("error").isNotNull().cast("int")).alias("loaderErrors"),
+        F.sum((F.col("error").isNull() & F.col("x").isNull()).cast("int")).alias("nullUris"),
+        F.sum((F.col("error").isNull() & F.col("x").isNotNull() & F.col("label").isNull())
+              .cast("int")).alias("nullLabels"),
+    ).first().asDict()
+    counts = {k: int(v or 0) for k, v in counts.items()}
+    counts["usable"] = counts["rows"] - counts["loaderErrors"] - counts["nullUris"] - counts["nullLabels"]
+    return counts, kind
+
+
+def _loadUdf(loader):
+    from typing import Iterator
+
+    import pyarrow as pa
+
+    @F.arrow_udf("struct<x:array<float>,error:string>")
+    def load(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        import numpy as np
+
+        from sparkdl.image.arrow import iterChunks
+
+        for uris in iterChunks(batches, 64):
+            xs, errors = [], []
+            for uri in uris.to_pylist():
+                x = error = None
+                if uri is not None:
+                    try:
+                        x = np.asarray(loader(uri), np.float32).ravel()
+                    except Exception as e:  # the user's loader: keep the reason, skip the row
+                        error = f"imageLoader failed: {type(e).__name__}: {e}"
+                xs.append(x)
+                errors.append(error)
+            yield pa.StructArray.from_arrays(
+                [pa.array(xs, pa.list_(pa.float32())), pa.array(errors, pa.string())],
+                names=["x", "error"])
+
+    return load
+
+
+def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind):
+    """Runs inside a Spark task: stream the stored rows into model.fit, return the weights."""
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    from sparkdl.engine import runtime
+    from sparkdl.engine.handle import modelFromBytes, modelToBytes
+
+    runtime.configure()
+    import keras
+    import tensorflow as tf
+
+    model = modelFromBytes(modelBytes, safeMode)
+    inputShape = tuple(model.inputs[0].shape[1:])
+    fitParams = dict(fitParams)
+    batchSize = int(fitParams.pop("batch_size", 32))
+    validationSplit = float(fitParams.pop("validation_split", 0.0))
+    shuffle = fitParams.pop("shuffle", True)
+    model.compile(optimizer=keras.optimizers.get(optimizer), loss=loss, metrics=["accuracy"])
+
+    data = ds.dataset(storeDir, format="parquet")
+    usable = ds.field("error").is_null() & ds.field("x").is_valid() & ds.field("label").is_valid()
+    cut = int(round(validationSplit * 1000))
+
+    def batches(validation):
+        fold = ds.field("fold") < cut if validation else ds.field("fold") >= cut
+        for rb in data.to_batches(columns=["x", "label"], filter=usable & fold,
+                                  batch_size=max(batchSize, 256)):
+            x = rb.column("x").flatten().to_numpy(zero_copy_only=False)
+            x = x.reshape((len(rb),) + inputShape)
+            label = rb.column("label")
+            y = (label.flatten().to_numpy(zero_copy_only=False).reshape(len(rb), -1)
+                 if kind == "onehot" else label.to_numpy(zero_copy_only=False))
+            yield x.astype(np.float32, copy=False), y
+
+    ySpec = (tf.TensorSpec((None, None), tf.float32) if kind == "onehot"
+             else tf.TensorSpec((None,), tf.int32))
+    spec = (tf.TensorSpec((None,) + inputShape, tf.float32), ySpec)
+
+    def dataset(validation):
+        d = tf.data.Dataset.from_generator(lambda: batches(validation), output_signature=spec)
+        d = d.unbatch()
+        if shuffle and not validation:
+            d = d.shuffle(4 * batchSize)  # bounded buffer: memory is the batch's, not the data's
+        return d.batch(batchSize).prefetch(1)
+
+    history = model.fit(dataset(False), validation_data=dataset(True) if cut else None,
+                        **fitParams)
+    return modelToBytes(model), {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+class _FitMultipleIterator:
+    """Thread-safe iterator of (index, model): the first ``next`` trains every param map at
+    once, one Spark task each; later calls hand out the results."""
+
+    def __init__(self, train, count):
+        self._train = train
+        self._count = count
+        self._results = None
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._lock:
+            if self._results is None:
+                self._results = self._train()
+            if self._next >= self._count:
+                raise StopIteration
+            index = self._next
+            self._next += 1
+        return index, self._results[index]
+
+
+class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, SparkDLWritable):
+    """Trains a Keras image model (a ``.keras`` file on the driver) on the images named by
+    ``inputCol`` and the labels in ``labelCol``; ``fit`` returns a
+    :class:`KerasImageFileModel`, which transforms like
+    :class:`sparkdl.KerasImageFileTransformer`.
+
+    Data path: ``fit`` runs ``imageLoader`` on the executors and writes its outputs with the
+    labels once to Parquet under ``storeDir``; each training task streams them from there in
+    batches (``tf.data``, bounded shuffle buffer). Nothing is collected to the driver, and
+    training memory is bounded by the batch, not by the dataset. Train and serve use the
+    same ``imageLoader`` and the same channel order.
+
+    Labels: a one-hot ML vector (dense or sparse) with a dense loss such as
+    ``categorical_crossentropy``, or an integer class index with a sparse loss such as
+    ``sparse_categorical_crossentropy``. Rows whose loader fails or whose label is null are
+    skipped and counted (logged, and in the model's ``fitSummary``); no usable row is an
+    error.
+
+    ``fitMultiple`` trains all param maps in parallel, one Spark task each (so
+    ``CrossValidator``/``TrainValidationSplit`` train their grids concurrently); param maps
+    may change ``kerasOptimizer``, ``kerasLoss``, ``kerasFitParams``, ``outputCol`` and
+    ``outputMode``.
+
+    >>> from sparkdl import KerasImageFileEstimator
+    >>> estimator = KerasImageFileEstimator(
+    ...     inputCol="uri", outputCol="prediction", labelCol="label", imageLoader=loader,
+    ...     modelFile="/tmp/cnn.keras", kerasOptimizer="adam",
+    ...     kerasLoss="sparse_categorical_crossentropy",
+    ...     kerasFitParams={"epochs": 5, "batch_size": 32})               # doctest: +SKIP
+    >>> model = estimator.fit(train)                                      # doctest: +SKIP
+    >>> model.transform(test).select("uri", "prediction").show()           # doctest: +SKIP
+    >>> model.save("/tmp/cnn-model")                                      # doctest: +SKIP
+    """
+
+    @keyword_only
+    def __init__(self, inputCol=None, outputCol=None, outputMode="vector", labelCol=None,
+                 modelFile=None, imageLoader=None, kerasOptimizer="adam", kerasLoss=None,
+                 kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None):
+        super().__init__()
+        self._setDefault(outputMode="vector", kerasOptimizer="adam",
+                         kerasFitParams={"verbose": 1}, batchSize=64, safeMode=True)
+        kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
+        self._set(**kwargs)
+
+    @keyword_only
+    def setParams(self, inputCol=None, outputCol=None, outputMode="vector", labelCol=None,
+                  modelFile=None, imageLoader=None, kerasOptimizer="adam", kerasLoss=None,
+                  kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None):
+        """Sets params for this KerasImageFileEstimator."""
+        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    _blobParams = {**HasKerasModel._blobParams, "imageLoader": "pickle"}
+
+    def _validate(self, dataset, paramMaps):
+        for name in ("inputCol", "labelCol", "outputCol", "kerasLoss"):
+            if not self.isDefined(self.getParam(name)):
+                raise ValueError(f"{name} must be set")
+        if self.getImageLoader() is None:
+            raise ValueError("imageLoader must be set to a function uri -> numpy array "
+                             "(the model's input, preprocessed)")
+        for col, param in ((self.getInputCol(), "inputCol"), (self.getLabelCol(), "labelCol")):
+            if col not in dataset.columns:
+                raise ValueError(f"{param} {col!r} is not a column of the DataFrame "
+                                 f"{dataset.columns}")
+        if not isinstance(dataset.schema[self.getInputCol()].dataType, StringType):
+            raise TypeError(f"inputCol {self.getInputCol()!r} must hold image URIs (string), "
+                            f"got {dataset.schema[self.getInputCol()].dataType.simpleString()}")
+        for paramMap in paramMaps:
+            names = {p.name for p in paramMap}
+            if names - set(TUNABLE_PARAMS):
+                raise ValueError(f"param maps may only change {list(TUNABLE_PARAMS)}, got "
+                                 f"{sorted(names - set(TUNABLE_PARAMS))}")
+
+    def _checkLossForLabels(self, loss, kind):
+        if kind == "index" and loss in _DENSE_ONLY_LOSSES:
+            raise ValueError(f"kerasLoss {loss!r} needs one-hot vector labels, but labelCol "
+                             f"{self.getLabelCol()!r} holds class indices: use "
+                             "'sparse_categorical_crossentropy'")
+        if kind == "onehot" and loss in _SPARSE_LOSSES:
+            raise ValueError(f"kerasLoss {loss!r} needs integer class labels, but labelCol "
+                             f"{self.getLabelCol()!r} holds vectors: use "
+                             "'categorical_crossentropy'")
+
+    def _fit(self, dataset):
+        return next(self.fitMultiple(dataset, [{}]))[1]
+
+    def fitMultiple(self, dataset, paramMaps):
+        """Fits a model per param map, in parallel Spark tasks; returns a thread-safe
+        iterator of ``(index, model)``."""
+        paramMaps = list(paramMaps)
+        self._validate(dataset, paramMaps)
+        estimators = [self.copy(paramMap) for paramMap in paramMaps]
+
+        def train():
+            return self._trainAll(dataset, estimators)
+
+        return _FitMultipleIterator(train, len(paramMaps))
+
+    def _storeDir(self, spark):
+        if self.isDefined(self.storeDir):
+            return self.getOrDefault(self.storeDir), False
+        base = spark.conf.get("spark.local.dir", None) or tempfile.gettempdir()
+        return os.path.join(base.split(",")[0], f"sparkdl-fit-{uuid.uuid4().hex}"), True
+
+    def _trainAll(self, dataset, estimators):
+        spark = dataset.sparkSession
+        storeDir, temporary = self._storeDir(spark)
+        try:
+            counts, kind = _materialize(dataset, self.getInputCol(), self.getLabelCol(),
+                                        self.getImageLoader(), storeDir)
+            skipped = {k: counts[k] for k in ("loaderErrors", "nullUris", "nullLabels")}
+            if counts["usable"] == 0:
+                raise ValueError(f"no usable training rows in {counts['rows']} rows "
+                                 f"(skipped: {skipped})")
+            if any(skipped.values()):
+                logger.warning("KerasImageFileEstimator skips %s of %s rows: %s",
+                               sum(skipped.values()), counts["rows"], skipped)
+            for est in estimators:
+                est._checkLossForLabels(est.getKerasLoss(), kind)
+            modelBytes = self._kerasModelBytes()
+            jobs = [(i, est.getKerasOptimizer(), est.getKerasLoss(), est.getKerasFitParams())
+                    for i, est in enumerate(estimators)]
+            bc = spark.sparkContext.broadcast(modelBytes)
+            safeMode = self.getSafeMode()
+
+            def run(job):
+                i, optimizer, loss, fitParams = job
+                weights, history = _trainOne(bc.value, safeMode, storeDir, optimizer, loss,
+                                             fitParams, kind)
+                return i, weights, history
+
+            results = dict((i, (w, h)) for i, w, h in spark.sparkContext
+                           .parallelize(jobs, len(jobs)).map(run).collect())
+            bc.unpersist()
+        finally:
+            if temporary:
+                shutil.rmtree(storeDir, ignore_errors=True)
+        models = []
+        for i, est in enumerate(estimators):
+            weights, history = results[i]
+            model = KerasImageFileModel(
+                inputCol=est.getInputCol(), outputCol=est.getOutputCol(),
+                imageLoader=est.getImageLoader(), outputMode=est.getOutputMode(),
+                batchSize=est.getBatchSize(), safeMode=est.getSafeMode())
+            model._set(modelBytes=weights)
+            model.fitSummary = dict(counts, history=history)
+            models.append(model)
+        return models
