@@ -256,9 +256,32 @@ def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind):
             d = d.shuffle(4 * batchSize)  # bounded buffer: memory is the batch's, not the data's
         return d.batch(batchSize).prefetch(1)
 
+    timer = _EpochTimer()
     history = model.fit(dataset(False), validation_data=dataset(True) if cut else None,
-                        **fitParams)
-    return modelToBytes(model), {k: [float(v) for v in vs] for k, vs in history.history.items()}
+                        callbacks=[timer], **fitParams)
+    result = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    result["epoch_seconds"] = timer.seconds
+    return modelToBytes(model), result
+
+
+def _EpochTimer():
+    """A Keras callback recording each epoch's wall time (for fitSummary and benchmarks)."""
+    import time
+
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
 
 
 class _FitMultipleIterator:
