@@ -13,6 +13,9 @@ _EXPORTS = {
     "ImageLoader": "sparkdl.transformers.image_loader",
     "DeepImageFeaturizer": "sparkdl.transformers.named_image",
     "DeepImagePredictor": "sparkdl.transformers.named_image",
+    "TFInputGraph": "sparkdl.graph.input",
+    "TFTransformer": "sparkdl.transformers.tf_tensor",
+    "TFImageTransformer": "sparkdl.transformers.tf_image",
 }
 
 __all__ = sorted(_EXPORTS)
