@@ -58,7 +58,8 @@ class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, H
     :meth:`sparkdl.graph.input.TFInputGraph.fromFunction`), or a
     :class:`~sparkdl.graph.input.TFInputGraph` for any other signature. It is read when set.
     ``inputTensor`` and ``outputTensor`` are signature keys (TF1's tensor names); each may be
-    left None when the signature has a single input / output.
+    left None when the signature has a single input / output. The signature must have a
+    single input (a TF2 signature is always called with all its inputs).
 
     Each image is fed as float32 ``height x width x channels`` in ``channelOrder``, the order
     the graph expects, with its values as stored (0-255 for 8-bit images, no rescaling):
@@ -185,6 +186,12 @@ class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, H
         graph = self.getGraph()
         order = self.getChannelOrder()
         inp = self._pick(graph.inputs, self.getInputTensor(), "inputTensor", graph.input)
+        if len(graph.inputs) > 1:
+            raise ValueError(
+                f"signature {graph.signatureDefKey!r} has inputs {graph.inputNames}; a TF2 "
+                "signature is called with all its inputs and TFImageTransformer feeds only "
+                f"inputTensor {inp.name!r}: export a signature with that single input (or use "
+                "TFTransformer for several)")
         out = self._pick(graph.outputs, self.getOutputTensor(), "outputTensor", graph.output)
         if inp.dtype not in INPUT_DTYPES:
             raise TypeError(f"inputTensor {inp.name!r} has dtype {inp.dtype}; images are fed as "
