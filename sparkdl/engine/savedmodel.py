@@ -86,8 +86,12 @@ def _loadSavedModel(data, key, signatureDefKey, tags):
     import tensorflow as tf
 
     d = _extract(data, key)
-    loaded = tf.saved_model.load(d, tags=list(tags) if tags else None)
-    fn = loaded.signatures[signatureDefKey]
+    try:
+        loaded = tf.saved_model.load(d, tags=list(tags) if tags else None)
+        fn = loaded.signatures[signatureDefKey]
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     assets = os.path.join(d, "assets")
     if os.path.isdir(assets) and os.listdir(assets):
         # Assets (vocabularies...) may be read lazily: keep the files while the process lives.
