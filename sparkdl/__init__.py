@@ -17,6 +17,9 @@ _EXPORTS = {
     "registerKerasImageUDF": "sparkdl.udf.keras_image_udf",
     "KerasImageFileEstimator": "sparkdl.estimators.keras_image_file_estimator",
     "KerasImageFileModel": "sparkdl.estimators.keras_image_file_estimator",
+    "TFInputGraph": "sparkdl.graph.input",
+    "TFTransformer": "sparkdl.transformers.tf_tensor",
+    "TFImageTransformer": "sparkdl.transformers.tf_image",
 }
 
 __all__ = sorted(_EXPORTS)

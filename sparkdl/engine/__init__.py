@@ -7,4 +7,6 @@ Every stage that runs a model goes through here:
 - :mod:`.model_cache`: each Python worker loads a given model once and keeps it.
 - :mod:`.runtime`: TensorFlow threads sized to the task's cores, the task's GPU only.
 - :mod:`.image_udf`: one Arrow UDF per stage; resize, preprocess and predict inside it.
+- :mod:`.savedmodel`: TensorFlow SavedModel signatures (TFTransformer, TFImageTransformer):
+  the SavedModel's files broadcast as one zip, loaded once per worker, fed from Arrow.
 """

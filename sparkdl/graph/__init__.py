@@ -1,0 +1,1 @@
+"""TensorFlow graphs as sparkdl inputs: :class:`sparkdl.graph.input.TFInputGraph`."""
