@@ -13,6 +13,8 @@ _EXPORTS = {
     "ImageLoader": "sparkdl.transformers.image_loader",
     "DeepImageFeaturizer": "sparkdl.transformers.named_image",
     "DeepImagePredictor": "sparkdl.transformers.named_image",
+    "KerasTransformer": "sparkdl.transformers.keras_tensor",
+    "registerKerasUDF": "sparkdl.udf.keras_udf",
 }
 
 __all__ = sorted(_EXPORTS)
