@@ -117,7 +117,15 @@ def modelSignature(handle):
         if key in _signatures:
             _signatures.move_to_end(key)
             return _signatures[key]
-    model = modelFromBytes(handle._broadcast.value, handle.safeMode)
+    try:
+        model = modelFromBytes(handle._broadcast.value, handle.safeMode)
+    except ValueError as e:
+        if handle.safeMode and "safe_mode" in str(e):
+            raise ValueError(
+                "the model holds Python bytecode (e.g. a Lambda layer), which Keras refuses to "
+                "load with safe_mode=True; if you trust it, pass safeMode=False. "
+                f"Keras said: {e}") from e
+        raise
     signature = signatureOf(model)
     with _signaturesLock:
         _signatures[key] = signature
