@@ -43,6 +43,7 @@ __all__ = [
     "columnToTensor",
     "tensorColumn",
     "tensorModelUdf",
+    "autoBatchSize",
 ]
 
 #: One model input: its Keras name, shape without the batch dimension, numpy dtype name.
@@ -98,7 +99,11 @@ def signatureOf(model):
             raise ValueError(
                 f"model input {name!r} has shape {_shapeText(tuple(tensor.shape))}: every "
                 "dimension except the batch one must be known to map array columns onto it")
-        dtype = np.dtype(str(getattr(tensor, "dtype", "float32")).replace("tf.", ""))
+        dtypeName = str(getattr(tensor, "dtype", "float32")).replace("tf.", "")
+        try:
+            dtype = np.dtype(dtypeName)
+        except TypeError:  # e.g. bfloat16, which numpy lacks: feed float32, Keras casts
+            dtype = np.dtype("float32") if "float" in dtypeName else np.dtype(object)
         if dtype.kind not in "biuf":
             raise ValueError(f"model input {name!r} has dtype {dtype}; only numeric inputs "
                              "can be fed from array columns")
@@ -297,13 +302,27 @@ def _chunkTensors(columns, inputs, names):
 # ---------------------------------------------------------------------------------------------
 # The UDF.
 
-def tensorModelUdf(handle, inputs, batchSize=1024, names=None):
+#: With ``batchSize=None``, a chunk holds as many rows as fit in this many bytes of input
+#: tensors (never more than the Arrow batch Spark sends, 4096 rows from Parquet, else
+#: ``spark.sql.execution.arrow.maxRecordsPerBatch``).
+AUTO_BATCH_BYTES = 16 << 20
+
+
+def autoBatchSize(inputs):
+    """Rows per chunk for ``batchSize=None``: :data:`AUTO_BATCH_BYTES` of input tensors."""
+    rowBytes = sum(math.prod(i.shape) * np.dtype(i.dtype).itemsize for i in inputs)
+    return max(1, AUTO_BATCH_BYTES // max(1, rowBytes))
+
+
+def tensorModelUdf(handle, inputs, batchSize=None, names=None):
     """Build the Arrow UDF ``array column(s) -> array<float>`` for a model.
 
     :param handle: :class:`sparkdl.engine.handle.ModelHandle` of the Keras model.
     :param inputs: the model's inputs as :class:`TensorInput` (``modelSignature(h).inputs``),
         in the order the model takes them; the UDF takes one column per input, same order.
-    :param batchSize: rows per ``predict_on_batch`` call (also bounds the task's memory).
+    :param batchSize: rows per ``predict_on_batch`` call (also bounds the task's memory);
+        None: :func:`autoBatchSize`, e.g. the whole Arrow batch for rows of 64 floats, 27
+        rows for 224 x 224 x 3 floats.
     :param names: how errors name the columns (default ``argument 1``, ...).
     :return: an iterator ``arrow_udf`` returning ``array<float>``: the model's output for
         the row, flattened; null for null or malformed rows.
@@ -314,6 +333,7 @@ def tensorModelUdf(handle, inputs, batchSize=1024, names=None):
     names = tuple(names or (f"argument {k + 1}" for k in range(len(inputs))))
     if len(names) != len(inputs):
         raise ValueError(f"{len(names)} column names for {len(inputs)} model inputs")
+    batchSize = int(batchSize) if batchSize else autoBatchSize(inputs)
 
     def run(batches):
         from sparkdl.engine.image_udf import listArray

@@ -29,7 +29,9 @@ class KerasTransformer(Transformer, HasInputCol, HasInputCols, HasOutputCol, Has
       ``transform`` is called, before any Spark job.
     - The model is read and checked on the driver once, shipped to the executors once
       (broadcast), loaded once per Python worker, and run with ``predict_on_batch`` on
-      ``batchSize`` rows at a time. Keras ``safe_mode`` is on: a model with a Lambda layer
+      ``batchSize`` rows at a time (None, the default: as many rows as fit in 16 MiB of
+      input, at most the Arrow batch Spark sends: 4096 rows from Parquet, else
+      ``spark.sql.execution.arrow.maxRecordsPerBatch``). Keras ``safe_mode`` is on: a model with a Lambda layer
       holding Python bytecode is refused unless ``safeMode=False`` (only for trusted files).
     - ``save``/``load`` (alone or in a ``PipelineModel``) carry the model's bytes: the loaded
       stage no longer reads ``modelFile``.
@@ -51,14 +53,14 @@ class KerasTransformer(Transformer, HasInputCol, HasInputCols, HasOutputCol, Has
     _blobParams = dict(HasKerasModel._blobParams)
 
     @keyword_only
-    def __init__(self, inputCol=None, outputCol=None, modelFile=None, batchSize=1024,
+    def __init__(self, inputCol=None, outputCol=None, modelFile=None, batchSize=None,
                  inputCols=None, safeMode=True):
         super().__init__()
-        self._setDefault(batchSize=1024, safeMode=True)
+        self._setDefault(batchSize=None, safeMode=True)
         self._set(**self._input_kwargs)
 
     @keyword_only
-    def setParams(self, inputCol=None, outputCol=None, modelFile=None, batchSize=1024,
+    def setParams(self, inputCol=None, outputCol=None, modelFile=None, batchSize=None,
                   inputCols=None, safeMode=True):
         """Sets params for this KerasTransformer."""
         return self._set(**self._input_kwargs)

@@ -2,7 +2,7 @@
 __all__ = ["registerKerasUDF"]
 
 
-def registerKerasUDF(udfName, kerasModelOrFile, safeMode=True, batchSize=1024):
+def registerKerasUDF(udfName, kerasModelOrFile, safeMode=True, batchSize=None):
     """Register a Keras model as the Spark SQL function ``udfName``, usable as
     ``spark.sql("SELECT udfName(features) FROM t")`` (or ``F.expr`` / ``F.call_function``).
 
@@ -23,14 +23,14 @@ def registerKerasUDF(udfName, kerasModelOrFile, safeMode=True, batchSize=1024):
         the driver. The model needs one output and fully known input shapes.
     :param safeMode: load with Keras ``safe_mode`` (refuses Lambda layers holding Python
         bytecode); set False only for models you trust.
-    :param batchSize: rows per ``predict_on_batch`` call.
+    :param batchSize: rows per ``predict_on_batch`` call; None: as many rows as fit in
+        16 MiB of input, at most the Arrow batch Spark sends.
     :return: the registered function (also usable in the DataFrame API).
 
     >>> import keras
     >>> from sparkdl import registerKerasUDF
     >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
-    >>> registerKerasUDF("my_model", model)                         # doctest: +ELLIPSIS
-    <...>
+    >>> _ = registerKerasUDF("my_model", model)
     >>> spark.createDataFrame([([1.0] * 8,)], "features array<double>") \\
     ...     .createOrReplaceTempView("t")
     >>> len(spark.sql("SELECT my_model(features) AS y FROM t").first().y)
@@ -47,7 +47,8 @@ def registerKerasUDF(udfName, kerasModelOrFile, safeMode=True, batchSize=1024):
 
     if not isinstance(udfName, str) or not udfName:
         raise ValueError(f"udfName must be a non-empty string, got {udfName!r}")
-    batchSize = SparkDLTypeConverters.toPositiveInt(batchSize)
+    if batchSize is not None:
+        batchSize = SparkDLTypeConverters.toPositiveInt(batchSize)
     safeMode = bool(safeMode)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
