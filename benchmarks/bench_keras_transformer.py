@@ -10,7 +10,8 @@ variant runs once untimed first (models loaded, functions traced), then 3 timed 
 run every variant in turn (so a shared machine's load falls on all alike); medians.
 Targets: iii/i >= 0.4 and iii/ii >= 1.5. Two floors are timed alongside: the same read and
 noop write without a UDF, and with an Arrow UDF of the same types that does no work (the
-cost of Spark's Arrow UDF plumbing, which no UDF can go below).
+cost of Spark's Arrow UDF plumbing, which no UDF can go below), and the CPU seconds each
+variant spends in the driver, the JVM and the Python workers (from /proc, Linux).
 
     python benchmarks/bench_keras_transformer.py [--rows 200000] [--batch-size N]
 """
@@ -132,7 +133,7 @@ def main():
 
     variants = {"i": in_process, "ii": naive, "iii": sparkdl, "scan_only": scan_only,
                 "arrow_noop": arrow_noop}
-    med, runs = interleaved(variants, args.repeat)
+    med, runs, cpu = interleaved(variants, args.repeat)
     n = args.rows
     save_result("keras_transformer", {
         "rows": n, "row": f"{WIDTH} float32", "model": "MLP 64-256-256-10 relu",
@@ -149,6 +150,7 @@ def main():
         "floors_s": {"scan_only": round(med["scan_only"], 3),
                      "arrow_noop_udf": round(med["arrow_noop"], 3)},
         "median_s": {k: round(v, 3) for k, v in med.items()},
+        "cpu_s": cpu,
         "runs_s": {k: [round(t, 3) for t in v] for k, v in runs.items()},
         "load_average_1min": os.getloadavg()[0],
     })
@@ -171,18 +173,57 @@ def noop_arrow_udf():
     return noop
 
 
+def cpu_seconds():
+    """CPU seconds used so far by this process ("driver"), its JVM ("jvm") and the JVM's
+    Python workers ("workers"), from /proc (Linux); None elsewhere. Workers are reused
+    between jobs (worker reuse), so differences over a job count its work."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+            fields = rest.split()
+            stats[int(pid)] = (head.partition("(")[2], int(fields[1]),
+                               (int(fields[11]) + int(fields[12])) / tick)
+        except (OSError, IndexError, ValueError):
+            continue
+    children = {}
+    for pid, (_, ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out = {"driver": 0.0, "jvm": 0.0, "workers": 0.0}
+    stack = [(os.getpid(), "driver")]
+    while stack:
+        pid, role = stack.pop()
+        name, _, cpu = stats.get(pid, ("", 0, 0.0))
+        role = "jvm" if name == "java" else ("workers" if role == "jvm" else role)
+        out[role] += cpu
+        stack += [(c, role) for c in children.get(pid, [])]
+    return out
+
+
 def interleaved(variants, repeat):
     """Each variant once untimed, then ``repeat`` rounds running every variant in turn, so a
-    shared machine's load falls on all of them alike; median seconds per variant."""
+    shared machine's load falls on all of them alike. Returns the median seconds per variant,
+    all runs, and the median CPU seconds each variant used in the driver, JVM and workers."""
     for fn in variants.values():
         fn()
     runs = {name: [] for name in variants}
+    cpus = {name: [] for name in variants}
     for _ in range(repeat):
         for name, fn in variants.items():
+            before = cpu_seconds()
             start = time.perf_counter()
             fn()
             runs[name].append(time.perf_counter() - start)
-    return {name: statistics.median(r) for name, r in runs.items()}, runs
+            after = cpu_seconds()
+            if before is not None:
+                cpus[name].append({k: after[k] - before[k] for k in after})
+    cpu = {name: {k: round(statistics.median(c[k] for c in cs), 2) for k in cs[0]}
+           for name, cs in cpus.items() if cs}
+    return {name: statistics.median(r) for name, r in runs.items()}, runs, cpu
 
 
 if __name__ == "__main__":
