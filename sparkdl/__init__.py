@@ -20,6 +20,8 @@ _EXPORTS = {
     "TFInputGraph": "sparkdl.graph.input",
     "TFTransformer": "sparkdl.transformers.tf_tensor",
     "TFImageTransformer": "sparkdl.transformers.tf_image",
+    "KerasTransformer": "sparkdl.transformers.keras_tensor",
+    "registerKerasUDF": "sparkdl.udf.keras_udf",
 }
 
 __all__ = sorted(_EXPORTS)
