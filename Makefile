@@ -9,7 +9,7 @@ bootstrap:
 	@scripts/bootstrap.sh
 
 demo: bootstrap
-	$(PY) -m sparkdl.demo
+	$(VENV)/bin/sparkdl predict
 
 test: bootstrap
 	$(PY) -m pytest python/tests -q -ra
