@@ -166,14 +166,17 @@ def _materialize(dataset, inputCol, labelCol, loader, storeDir):
         _loadUdf(loader)(F.col(inputCol)).alias("_loaded"), label.alias("label"),
         # a fixed split of the rows for validation_split, stable across epochs and tasks
         (F.abs(F.xxhash64(F.col(inputCol))) % 1000).cast("int").alias("fold"))
+    # Small row groups keep a training task's read buffer small; "loaded" lets the counts
+    # below read no tensor column at all.
     loaded.select(F.col("_loaded.x").alias("x"), F.col("_loaded.error").alias("error"),
-                  "label", "fold").write.mode("overwrite").parquet(storeDir)
-    stored = dataset.sparkSession.read.parquet(storeDir)
+                  F.col("_loaded.x").isNotNull().alias("loaded"), "label", "fold") \
+        .write.mode("overwrite").option("parquet.block.size", 16 * 1024 * 1024).parquet(storeDir)
+    stored = dataset.sparkSession.read.parquet(storeDir).select("loaded", "error", "label")
     counts = stored.select(
         F.count(F.lit(1)).alias("rows"),
         F.sum(F.col("error").isNotNull().cast("int")).alias("loaderErrors"),
-        F.sum((F.col("error").isNull() & F.col("x").isNull()).cast("int")).alias("nullUris"),
-        F.sum((F.col("error").isNull() & F.col("x").isNotNull() & F.col("label").isNull())
+        F.sum((F.col("error").isNull() & ~F.col("loaded")).cast("int")).alias("nullUris"),
+        F.sum((F.col("error").isNull() & F.col("loaded") & F.col("label").isNull())
               .cast("int")).alias("nullLabels"),
     ).first().asDict()
     counts = {k: int(v or 0) for k, v in counts.items()}
