@@ -13,6 +13,7 @@ _EXPORTS = {
     "ImageLoader": "sparkdl.transformers.image_loader",
     "DeepImageFeaturizer": "sparkdl.transformers.named_image",
     "DeepImagePredictor": "sparkdl.transformers.named_image",
+    "HorovodRunner": "sparkdl.horovod.runner",
 }
 
 __all__ = sorted(_EXPORTS)
