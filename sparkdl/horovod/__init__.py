@@ -21,6 +21,7 @@ import threading
 
 __all__ = [
     "HorovodRunner",
+    "HorovodRunnerError",
     "backend",
     "local_rank",
     "local_size",
@@ -41,10 +42,10 @@ _log_lock = threading.Lock()
 
 
 def __getattr__(name):
-    if name == "HorovodRunner":
-        from sparkdl.horovod.runner import HorovodRunner
+    if name in ("HorovodRunner", "HorovodRunnerError"):
+        from sparkdl.horovod import runner
 
-        return HorovodRunner
+        return getattr(runner, name)
     raise AttributeError(f"module 'sparkdl.horovod' has no attribute {name!r}")
 
 

@@ -14,6 +14,15 @@ from sparkdl.horovod._wire import Connection
 
 logger = logging.getLogger("sparkdl.horovod")
 
+# After a rank fails, how long other failures are gathered before naming the earliest.
+_FAILURE_SETTLE_S = 1.5
+_LOST = "Its task lost the connection to the driver (the task or its executor died)"
+# Errors a rank gets because a peer failed, not a cause of their own.
+_COLLATERAL_MARKERS = (
+    "Horovod has been shut down",
+    "Collective ops is aborted by",
+)
+
 
 class HorovodRunnerError(RuntimeError):
     """A rank failed, start-up did not complete, or the run's Spark job failed.
@@ -230,22 +239,31 @@ class Coordinator:
 
     # -- running --------------------------------------------------------------------------
     def wait_for_completion(self):
-        """Relay output until every rank is done; raise on the first failure."""
-        done = set()
-        job_ended = None
+        """Relay output until every rank is done; raise when a rank fails.
+
+        One failure usually brings down its peers too (their collectives lose a member), so
+        failures are gathered for a moment and the earliest one is reported as the cause.
+        """
+        done, failures = set(), {}
+        job_ended = settle_until = None
         while len(done) < self.np:
-            if job_ended is not None and time.monotonic() - job_ended > 10:
+            now = time.monotonic()
+            if failures and now >= settle_until:
+                self._raise_failure(failures)
+            if job_ended is not None and now - job_ended > 10:
+                if failures:
+                    self._raise_failure(failures)
                 raise HorovodRunnerError("the HorovodRunner Spark job ended before all ranks "
                                          "reported their outcome")
             try:
-                kind, conn, message = self.service.events.get(timeout=1.0)
+                kind, conn, message = self.service.events.get(timeout=0.2)
             except queue.Empty:
                 continue
+            rank = self.ranks.get(conn)
             if kind == "hello":  # a late or retried task: this run has its ranks already
                 conn.try_send({"type": "abort", "reason": "the run already started"})
                 conn.close()
             elif kind == "msg":
-                rank = self.ranks.get(conn)
                 mtype = message.get("type")
                 if mtype == "out":
                     _print_line(f"[{rank}]<{message['stream']}>:{message['line']}",
@@ -255,27 +273,42 @@ class Coordinator:
                 elif mtype == "done":
                     done.add(rank)
                 elif mtype == "failed":
-                    error = message.get("error") or "(no traceback)"
-                    raise HorovodRunnerError(
-                        f"HorovodRunner: rank {rank} failed; all ranks were stopped. "
-                        f"Rank {rank}'s traceback:\n{error}",
-                        rank=rank, remote_traceback=error,
-                    )
+                    failures[rank] = (message.get("at") or time.time(),
+                                      message.get("error") or "(no traceback)",
+                                      bool(message.get("abrupt")))
             elif kind == "closed":
-                rank = self.ranks.get(conn)
-                if rank is not None and rank not in done:
-                    raise HorovodRunnerError(
-                        f"HorovodRunner: rank {rank} lost its connection to the driver before "
-                        f"finishing (its task or executor died); all ranks were stopped.",
-                        rank=rank,
-                    )
+                if rank is not None and rank not in done and rank not in failures:
+                    failures[rank] = (time.time(), _LOST, True)
             elif kind == "job_failed":
+                if failures:
+                    self._raise_failure(failures)
                 raise HorovodRunnerError(f"the HorovodRunner Spark job failed: {message}") \
                     from message
             elif kind == "job_done":
                 # Each task reported before returning; its last messages may still be in
                 # flight on the socket, so they get a moment to arrive.
                 job_ended = time.monotonic()
+            if failures and settle_until is None:
+                settle_until = time.monotonic() + _FAILURE_SETTLE_S
+
+    def _raise_failure(self, failures):
+        def cause_first(r):
+            at, error, abrupt = failures[r]
+            collateral = any(marker in error for marker in _COLLATERAL_MARKERS)
+            # A death without a traceback is only seen after the fact (its peers may notice
+            # first), so it gets a head start over tracebacks raised around the same time.
+            return (collateral, at - (_FAILURE_SETTLE_S if abrupt else 0.0))
+
+        rank = min(failures, key=cause_first)
+        _, error, abrupt = failures[rank]
+        others = sorted(r for r in failures if r != rank)
+        also = f" (then rank(s) {others} failed too)" if others else ""
+        if abrupt:  # no traceback: the process died, or its task did
+            message = f"HorovodRunner: rank {rank} failed{also}; all ranks were stopped. {error}"
+        else:
+            message = (f"HorovodRunner: rank {rank} failed{also}; all ranks were stopped. "
+                       f"Rank {rank}'s traceback:\n{error}")
+        raise HorovodRunnerError(message, rank=rank, remote_traceback=None if abrupt else error)
 
     def abort(self, reason):
         for conn in list(self.conns.values()):

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 from sparkdl.horovod import (
     ENV_BACKEND,
@@ -43,8 +44,11 @@ _KILL_GRACE_S = 3.0
 
 
 class RankOutcome:
-    def __init__(self, rank, ok, value=None, error=None, aborted=False):
+    def __init__(self, rank, ok, value=None, error=None, aborted=False, failed_at=None,
+                 abrupt=False):
         self.rank, self.ok, self.value, self.error, self.aborted = rank, ok, value, error, aborted
+        self.failed_at = failed_at
+        self.abrupt = abrupt  # died without a Python traceback (exit, signal, crash)
 
 
 def free_port(host):
@@ -150,7 +154,8 @@ def supervise(address, token, slot, host, payload, *, backend, stream_output,
         if outcome.ok:
             conn.try_send({"type": "done", "rank": rank})
         elif not outcome.aborted:
-            conn.try_send({"type": "failed", "rank": rank, "error": outcome.error})
+            conn.try_send({"type": "failed", "rank": rank, "error": outcome.error,
+                           "at": outcome.failed_at, "abrupt": outcome.abrupt})
         return outcome
     finally:
         conn.close()
@@ -216,6 +221,7 @@ def _run_rank(conn, rank, env, payload, stream_output, local_output):
         threading.Thread(target=listen, daemon=True).start()
         try:
             code = proc.wait()
+            exited_at = time.time()
         finally:
             _kill_group(proc)  # whatever happens to this supervisor, the rank goes too
             try:
@@ -235,8 +241,9 @@ def _run_rank(conn, rank, env, payload, stream_output, local_output):
         if aborted.is_set():
             return RankOutcome(rank, False, aborted=True)
         if outcome is not None:
-            return RankOutcome(rank, False, error=outcome[1])
+            return RankOutcome(rank, False, error=outcome[1], failed_at=outcome[2])
         how = f"was killed by {_signal_name(code)}" if code < 0 else f"exited with code {code}"
         detail = "\n".join(tail) or "(no output on stderr)"
-        return RankOutcome(rank, False, error=f"the rank's process {how} before main returned; "
-                                              f"last lines of its stderr:\n{detail}")
+        return RankOutcome(rank, False, failed_at=exited_at, abrupt=True,
+                           error=f"Its process {how} before main returned; "
+                                 f"last lines of its stderr:\n{detail}")

@@ -3,7 +3,7 @@
 Started by the rank's supervisor (:mod:`sparkdl.horovod._supervisor`) with the rank's
 environment already set. Reads ``main`` and its kwargs (cloudpickled, length-prefixed) from
 stdin, runs ``main(**kwargs)``, and writes the outcome to ``$SPARKDL_HOROVOD_RESULT``:
-``("ok", cloudpickled value or None)`` or ``("error", traceback text)``.
+``("ok", cloudpickled value or None)`` or ``("error", traceback text, time of failure)``.
 
 Stdin stays open for the rank's lifetime: when the supervisor dies (task killed, driver gone),
 stdin reaches EOF and the whole process group is killed, so no rank outlives its task.
@@ -13,6 +13,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 import traceback
 
 RESULT_ENV = "SPARKDL_HOROVOD_RESULT"
@@ -113,9 +114,10 @@ def main():
                 ) from e
         outcome = ("ok", data)
     except BaseException:
+        failed_at = time.time()  # lets the driver tell a root failure from its aftermath
         text = traceback.format_exc()
         sys.stderr.write(text)
-        outcome = ("error", text)
+        outcome = ("error", text, failed_at)
         code = 1
     _write_result(result_path, outcome)
     try:

@@ -286,3 +286,24 @@ def test_import_does_not_load_tensorflow_or_horovod():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+
+
+def die_after_one_collective():
+    import tensorflow as tf
+
+    from sparkdl import horovod as shvd
+    from sparkdl.horovod.tensorflow import allreduce
+
+    allreduce(tf.constant(1.0))
+    if shvd.rank() == 1:
+        print("rank 1's last words", file=sys.stderr, flush=True)
+        os._exit(3)
+    allreduce(tf.constant(2.0))  # fails: its peer is gone
+    time.sleep(600)
+
+
+def test_rank_dying_is_named_not_the_peer_it_took_down(backend):
+    with pytest.raises(HorovodRunnerError) as info:
+        HorovodRunner(np=-2, backend=backend).run(die_after_one_collective)
+    assert info.value.rank == 1, str(info.value)
+    assert "exited with code 3 before main returned" in str(info.value) and "rank 1's last words" in str(info.value)
