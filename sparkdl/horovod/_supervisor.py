@@ -86,22 +86,44 @@ def _signal_name(code):
         return str(-code)
 
 
-def _kill_group(proc):
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except OSError:
-        pass
-    try:
-        proc.wait(_KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the rank and anything it started
-    except OSError:
-        pass
-    proc.wait()
+class _RankProcess:
+    """The rank's process and its process group (it is started as a session leader).
+
+    Only ``wait`` reaps it, and the group is only signalled before that, so a signal can
+    never reach a process group that reused the id. Any thread may call ``stop``."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.exited = threading.Event()
+        self._lock = threading.Lock()
+        self._reaped = False
+
+    def signal_group(self, sig):
+        with self._lock:
+            if not self._reaped:
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.signal_group(signal.SIGTERM)
+        if not self.exited.wait(_KILL_GRACE_S):
+            self.signal_group(signal.SIGKILL)
+
+    def wait(self):
+        """Wait for the rank to exit, kill what it left in its group, reap it; -> exit code."""
+        try:
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+        self.exited.set()
+        # Processes the rank started and left behind (its group outlives it) go too.
+        self.signal_group(signal.SIGKILL)
+        with self._lock:
+            code = self.proc.wait()
+            self._reaped = True
+        return code
 
 
 def supervise(address, token, slot, host, payload, *, backend, stream_output,
@@ -173,6 +195,7 @@ def _run_rank(conn, rank, env, payload, stream_output, local_output):
             env=env, pass_fds=(log_write,), start_new_session=True,
         )
         os.close(log_write)
+        rank_process = _RankProcess(proc)
         aborted = threading.Event()
         tail = collections.deque(maxlen=_TAIL_LINES)
         try:
@@ -207,9 +230,9 @@ def _run_rank(conn, rank, env, payload, stream_output, local_output):
                 message = conn.recv()
                 if message is None or message.get("type") == "abort":
                     break
-            if proc.poll() is None:
+            if not rank_process.exited.is_set():
                 aborted.set()
-                _kill_group(proc)
+                rank_process.stop()
 
         threads = [
             threading.Thread(target=pump, args=(proc.stdout, "stdout"), daemon=True),
@@ -220,10 +243,13 @@ def _run_rank(conn, rank, env, payload, stream_output, local_output):
             t.start()
         threading.Thread(target=listen, daemon=True).start()
         try:
-            code = proc.wait()
+            code = rank_process.wait()
             exited_at = time.time()
+        except BaseException:
+            rank_process.stop()  # whatever happens to this supervisor, the rank goes too
+            rank_process.wait()
+            raise
         finally:
-            _kill_group(proc)  # whatever happens to this supervisor, the rank goes too
             try:
                 proc.stdin.close()
             except OSError:

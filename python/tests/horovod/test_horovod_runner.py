@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 
 import pytest
 
@@ -113,9 +112,14 @@ def fail_on_rank_1(pid_dir, collective):
         f.write(str(os.getpid()))
     if shvd.rank() == 1:
         deadline = time.time() + 60
-        while not os.path.exists(os.path.join(pid_dir, "rank0.pid")) and time.time() < deadline:
+        rank0_ready = os.path.join(pid_dir, "rank0-child.pid")
+        while not os.path.exists(rank0_ready) and time.time() < deadline:
             time.sleep(0.1)
         raise ValueError("boom from rank 1")
+    # Something the rank started must go down with it too.
+    helper = subprocess.Popen(["sleep", "600"])
+    with open(os.path.join(pid_dir, "rank0-child.pid"), "w") as f:
+        f.write(str(helper.pid))
     if collective:
         import tensorflow as tf
 
@@ -134,11 +138,12 @@ def assert_rank_1_failure_cleans_up(runner, tmp_path, collective=False):
     message = str(info.value)
     assert info.value.rank == 1 and "rank 1 failed" in message
     assert "ValueError: boom from rank 1" in message and "fail_on_rank_1" in message
-    pids = [int((tmp_path / f"rank{r}.pid").read_text()) for r in (0, 1)]
+    names = ("rank0", "rank1", "rank0-child")
+    pids = [int((tmp_path / f"{name}.pid").read_text()) for name in names]
     deadline = time.monotonic() + 10
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [p for p in pids if alive(p)], "a rank's process is still running"
+    assert not [p for p in pids if alive(p)], "a rank's process (or its child) is still running"
 
 
 def test_rank_failure_in_local_processes(tmp_path):
@@ -306,4 +311,6 @@ def test_rank_dying_is_named_not_the_peer_it_took_down(backend):
     with pytest.raises(HorovodRunnerError) as info:
         HorovodRunner(np=-2, backend=backend).run(die_after_one_collective)
     assert info.value.rank == 1, str(info.value)
-    assert "exited with code 3 before main returned" in str(info.value) and "rank 1's last words" in str(info.value)
+    message = str(info.value)
+    assert "exited with code 3 before main returned" in message
+    assert "rank 1's last words" in message
