@@ -172,7 +172,8 @@ class Coordinator:
             host = hellos[slot][1]["host"]
             if host not in hosts:
                 hosts.append(host)
-        return [slot for host in hosts for slot in sorted(hellos) if hellos[slot][1]["host"] == host]
+        slots = sorted(hellos)
+        return [slot for host in hosts for slot in slots if hellos[slot][1]["host"] == host]
 
     def _start(self, hellos):
         order = self._order(hellos)

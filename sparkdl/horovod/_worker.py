@@ -86,7 +86,8 @@ def main():
         _kill_group()
     stdin = sys.stdin.buffer
     payload = _read_exactly(stdin, int.from_bytes(_read_exactly(stdin, 8), "big"))
-    threading.Thread(target=_die_with_parent, args=(stdin,), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_die_with_parent, args=(stdin,), name="parent-watch",
+                     daemon=True).start()
 
     from pyspark import cloudpickle
 

@@ -77,8 +77,9 @@ class HorovodRunner:
     >>> from sparkdl import HorovodRunner
     >>> def main(scale):
     ...     import horovod.tensorflow as hvd
+    ...     import tensorflow as tf
     ...     hvd.init()
-    ...     total = hvd.allreduce(float(hvd.rank()) * scale, op=hvd.Sum)
+    ...     total = hvd.allreduce(tf.constant(hvd.rank() * scale), op=hvd.Sum)
     ...     return hvd.size(), float(total)
     >>> HorovodRunner(np=2, backend="horovod", driver_log_verbosity="log_callback_only").run(
     ...     main, scale=10.0)

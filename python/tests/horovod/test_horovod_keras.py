@@ -19,7 +19,8 @@ SAMPLES, FEATURES, LOCAL_BATCH, EPOCHS = 64, 4, 8, 3
 def dataset():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(SAMPLES, FEATURES)).astype("float32")
-    y = (np.sin(x).sum(axis=1, keepdims=True) + 0.1 * rng.normal(size=(SAMPLES, 1))).astype("float32")
+    noise = 0.1 * rng.normal(size=(SAMPLES, 1))
+    y = (np.sin(x).sum(axis=1, keepdims=True) + noise).astype("float32")
     return x, y
 
 
@@ -64,7 +65,8 @@ def train(out_dir):
 def single_process(tmp_path_factory):
     """One process, all the data, global batch 2 * LOCAL_BATCH, rank 0's initial weights."""
     out = tmp_path_factory.mktemp("single")
-    return HorovodRunner(np=-1, driver_log_verbosity="log_callback_only").run(train, out_dir=str(out))
+    runner = HorovodRunner(np=-1, driver_log_verbosity="log_callback_only")
+    return runner.run(train, out_dir=str(out))
 
 
 def test_shards_interleave_into_the_global_batches():

@@ -143,6 +143,8 @@ class LogCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         epochs = (self.params or {}).get("epochs")
-        took = "" if self._epoch_start is None else f" ({time.monotonic() - self._epoch_start:.1f} s)"
+        took = ""
+        if self._epoch_start is not None:
+            took = f" ({time.monotonic() - self._epoch_start:.1f} s)"
         of = f"/{epochs}" if epochs else ""
         log_to_driver(f"epoch {epoch + 1}{of}: {_format_logs(logs)}{took}")
