@@ -50,12 +50,20 @@ flock 9
 
 wheel="$(ls "$cache/$key"/horovod-*.whl 2>/dev/null | head -n 1 || true)"
 if [ -z "$wheel" ]; then
+  missing=""
   for tool in cmake make g++; do
-    command -v "$tool" >/dev/null 2>&1 || {
-      echo "install_horovod: building Horovod needs '$tool' (apt-get install cmake build-essential)" >&2
-      exit 1
-    }
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
   done
+  if [ -n "$missing" ] && [ "${CI:-}" = "true" ] && [ "$(id -u)" = "0" ] \
+      && command -v apt-get >/dev/null 2>&1; then
+    echo "install_horovod: installing build tools (CI):$missing" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake build-essential >/dev/null
+    missing=""
+  fi
+  if [ -n "$missing" ]; then
+    echo "install_horovod: building Horovod needs:$missing (Debian/Ubuntu: apt-get install cmake build-essential)" >&2
+    exit 1
+  fi
   echo "install_horovod: building Horovod $version against TensorFlow $tf_version (once, a few minutes)" >&2
   # --no-build-isolation compiles against the installed TensorFlow, so the build needs the
   # venv's setuptools/wheel plus what Horovod's setup.py imports.
