@@ -105,28 +105,24 @@ class Coordinator:
 
     :param np: number of ranks.
     :param backend: ``"horovod"`` or ``"tensorflow"``.
-    :param stream_output: print the ranks' stdout/stderr lines (``driver_log_verbosity="all"``).
     :param start_timeout: seconds for all ranks to report in (as the user gave it).
     :param deadline: ``time.monotonic()`` by which they must have, if start-up began earlier.
     :param rendezvous_host: the driver address the ranks reach Horovod's rendezvous server by.
     :param describe_wait: ``() -> str`` saying what start-up may be waiting for (slots...).
     """
 
-    def __init__(self, service, np, backend, stream_output, start_timeout, rendezvous_host,
-                 extra_env=None, describe_wait=None, deadline=None):
+    def __init__(self, service, np, backend, start_timeout, rendezvous_host,
+                 describe_wait=None, deadline=None):
         self.service = service
         self.np = np
         self.backend = backend
-        self.stream_output = stream_output
         self.start_timeout = start_timeout
         self.rendezvous_host = rendezvous_host
-        self.extra_env = dict(extra_env or {})
         self.describe_wait = describe_wait
         self.deadline = deadline if deadline is not None else time.monotonic() + start_timeout
         self.conns = {}  # slot -> Connection, every supervisor that said hello
         self.ranks = {}  # Connection -> rank
         self._rendezvous = None
-        self.first_step_time = None
 
     # -- start-up -------------------------------------------------------------------------
     def wait_for_ranks(self):
@@ -184,15 +180,13 @@ class Coordinator:
         for host, slots in hosts.items():
             for local_rank, slot in enumerate(slots):
                 plan[slot] = dict(local_rank=local_rank, local_size=len(slots))
-        common = dict(self.extra_env)
         if self.backend == "horovod":
             env_by_slot = self._horovod_env(order, hellos, hosts)
         else:
             env_by_slot = self._tensorflow_env(order, hellos)
         for rank, slot in enumerate(order):
             conn = hellos[slot][0]
-            env = dict(common)
-            env.update(env_by_slot[slot])
+            env = env_by_slot[slot]
             self.ranks[conn] = rank
             conn.try_send({"type": "start", "rank": rank, "size": self.np, "env": env,
                            **plan[slot]})

@@ -216,7 +216,7 @@ def _run_local(n, payload, backend, runner):
     token = secrets.token_hex(16)
     service = DriverService(token, "127.0.0.1")
     stream = runner.driver_log_verbosity == "all"
-    coord = Coordinator(service, n, backend, stream, runner.start_timeout, "127.0.0.1")
+    coord = Coordinator(service, n, backend, runner.start_timeout, "127.0.0.1")
     gpus = _local_gpus()
     if gpus and n > len(gpus):
         logger.warning("HorovodRunner: %d local ranks share %d GPUs", n, len(gpus))
@@ -376,7 +376,7 @@ def _run_spark(np, payload, backend, runner):
         return (f"The barrier stage needs {np} free task slots at once and the cluster has "
                 f"{_task_slots(sc)}; other jobs may be holding them.")
 
-    coord = Coordinator(service, np, backend, stream, runner.start_timeout, driver_host,
+    coord = Coordinator(service, np, backend, runner.start_timeout, driver_host,
                         describe_wait=describe_wait, deadline=deadline)
     results = {}
 
