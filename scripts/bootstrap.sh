@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates or reuses .venv and installs sparkdl with its test extra. Idempotent and quick when
-# nothing changed: the install is redone only when setup.py changes.
+# Creates or reuses .venv and installs sparkdl with its test extra, plus Horovod (the optional
+# `horovod` extra, built once by scripts/install_horovod.sh and cached). Idempotent and quick
+# when nothing changed: the install is redone only when setup.py changes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -31,4 +32,14 @@ want="$(cat setup.py | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/python" -m pip install -q -e ".[test]"
   echo "$want" > "$stamp"
+fi
+
+# Horovod is source-only on PyPI: the first run builds it (minutes), later runs reuse it.
+# Optional outside CI: without it HorovodRunner uses its TensorFlow backend and the
+# Horovod-backend tests are skipped. SPARKDL_SKIP_HOROVOD=1 skips it.
+if ! scripts/install_horovod.sh "$venv/bin/python"; then
+  if [ "${CI:-}" = "true" ]; then
+    exit 1
+  fi
+  echo "bootstrap: Horovod could not be installed (see above); continuing without it." >&2
 fi

@@ -22,6 +22,7 @@ _EXPORTS = {
     "TFImageTransformer": "sparkdl.transformers.tf_image",
     "KerasTransformer": "sparkdl.transformers.keras_tensor",
     "registerKerasUDF": "sparkdl.udf.keras_udf",
+    "HorovodRunner": "sparkdl.horovod.runner",
 }
 
 __all__ = sorted(_EXPORTS)
