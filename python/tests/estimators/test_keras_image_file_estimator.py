@@ -16,7 +16,7 @@ from sparkdl import KerasImageFileEstimator, KerasImageFileModel
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-SIZE = 32
+SIZE = 64  # the 64x64 shapes
 
 
 def load_rgb(uri):
@@ -29,7 +29,7 @@ def load_rgb(uri):
 def draw(path, shape, colour, rng):
     img = Image.new("RGB", (SIZE, SIZE), tuple(int(c) for c in rng.integers(0, 60, 3)))
     d = ImageDraw.Draw(img)
-    r = int(rng.integers(6, 12))
+    r = int(rng.integers(SIZE // 5, SIZE // 3))
     cx, cy = (int(v) for v in rng.integers(r + 1, SIZE - r - 1, 2))
     box = [cx - r, cy - r, cx + r, cy + r]
     (d.ellipse if shape == "circle" else d.rectangle)(box, fill=colour)
@@ -65,7 +65,9 @@ def cnn_file(tmp_path_factory):
         keras.layers.Conv2D(8, 3, activation="relu"),
         keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(16, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.GlobalMaxPooling2D(),
         keras.layers.Dense(2, activation="softmax"),
     ])
     path = str(tmp_path_factory.mktemp("model") / "cnn.keras")
