@@ -351,17 +351,6 @@ def preprocess_input(x, data_format=None):
 
 
 def decode_predictions(preds, top=5):
-    """Decodes the prediction of an ImageNet model.
-
-    Same as `keras.applications.imagenet_utils.decode_predictions`, but reads the class index
-    shipped with sparkdl, so it works offline.
-
-    Args:
-        preds: NumPy array (or tensor) encoding a batch of predictions, shape `(samples, 1000)`.
-        top: integer, how many top-guesses to return. Defaults to `5`.
-
-    Returns:
-        A list of lists of top class prediction tuples `(class_name, class_description, score)`.
-        One list of tuples per sample in batch input.
-    """
+    """:func:`sparkdl.models.imagenet.decode_predictions` (Keras's, with the class index
+    shipped in sparkdl, so it works offline)."""
     return imagenet.decode_predictions(preds, top=top)
