@@ -131,16 +131,19 @@ class ArgmaxAccuracy(Evaluator):
         return hits.agg(F.avg("hit")).first()[0]
 
 
-def test_cross_validator_picks_the_better_fit_params(spark, pictures, cnn_file):
+def test_cross_validator_picks_the_better_settings(spark, pictures, cnn_file):
     est = estimator(cnn_file)
-    grid = ParamGridBuilder().addGrid(est.kerasFitParams, [
-        {"epochs": 1, "batch_size": 64, "verbose": 0},
-        {"epochs": 12, "batch_size": 16, "verbose": 0}]).build()
+    # Each map overrides both the optimizer and the fit params. A learning rate too small to
+    # move the weights keeps the first at its initial accuracy (0.4 on these pictures), while
+    # the second learns red vs blue (>= 0.9): the gap does not depend on training noise.
+    grid = [{est.kerasOptimizer: {"class_name": "adam", "config": {"learning_rate": 1e-9}},
+             est.kerasFitParams: {"epochs": 1, "batch_size": 64, "verbose": 0}},
+            {est.kerasOptimizer: {"class_name": "adam", "config": {"learning_rate": 0.01}},
+             est.kerasFitParams: {"epochs": 8, "batch_size": 16, "verbose": 0}}]
     cv = CrossValidator(estimator=est, estimatorParamMaps=grid, evaluator=ArgmaxAccuracy(),
                         numFolds=2, parallelism=2, seed=3)
-    # Colour labels: 80 training images per fold are plenty for 12 epochs, not for 2 steps.
     cvModel = cv.fit(frame(spark, pictures["colours"][:160]))
-    assert cvModel.avgMetrics[1] > cvModel.avgMetrics[0] + 0.1, cvModel.avgMetrics
+    assert cvModel.avgMetrics[1] > cvModel.avgMetrics[0] + 0.25, cvModel.avgMetrics
     assert cvModel.bestModel.fitSummary is not None
     assert accuracy(cvModel.bestModel.transform(frame(spark, pictures["colours"][160:]))) >= 0.9
 
