@@ -12,7 +12,7 @@ import uuid
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import HasInputCol, HasLabelCol, HasOutputCol
+from pyspark.ml.param.shared import HasInputCol, HasLabelCol, HasOutputCol, HasSeed
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegralType, StringType
 
@@ -80,7 +80,7 @@ def _toFitParams(value):
 
 
 class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, HasImageLoader,
-                       HasBatchSize):
+                       HasBatchSize, HasSeed):
     kerasOptimizer = Param(Params._dummy(), "kerasOptimizer",
                            "Keras optimizer: a name (e.g. 'adam') or a config dict",
                            typeConverter=_toOptimizer)
@@ -132,6 +132,9 @@ class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, Ha
 
     def setLabelCol(self, value):
         return self._set(labelCol=value)
+
+    def setSeed(self, value):
+        return self._set(seed=value)
 
 
 class KerasImageFileModel(KerasImageFileTransformer, Model):
@@ -213,7 +216,7 @@ def _loadUdf(loader):
     return load
 
 
-def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind):
+def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind, seed):
     """Runs inside a Spark task: stream the stored rows into model.fit, return the weights."""
     import numpy as np
     import pyarrow.dataset as ds
@@ -225,6 +228,7 @@ def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind):
     import keras
     import tensorflow as tf
 
+    keras.utils.set_random_seed(seed % 2**32)  # shuffling, dropout, optimizer state: reproducible
     model = modelFromBytes(modelBytes, safeMode)
     inputShape = tuple(model.inputs[0].shape[1:])
     fitParams = dict(fitParams)
@@ -256,7 +260,8 @@ def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind):
         d = tf.data.Dataset.from_generator(lambda: batches(validation), output_signature=spec)
         d = d.unbatch()
         if shuffle and not validation:
-            d = d.shuffle(4 * batchSize)  # bounded buffer: memory is the batch's, not the data's
+            # bounded buffer: memory is the batch's, not the data's
+            d = d.shuffle(4 * batchSize, seed=seed % 2**32)
         return d.batch(batchSize).prefetch(1)
 
     timer = _EpochTimer()
@@ -335,6 +340,10 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     may change ``kerasOptimizer``, ``kerasLoss``, ``kerasFitParams``, ``outputCol`` and
     ``outputMode``.
 
+    ``seed`` (default: derived from the class name, as in Spark ML) seeds Keras's random
+    generators and the shuffle in each training task, so the same data, model and params
+    train the same weights.
+
     >>> from sparkdl import KerasImageFileEstimator
     >>> estimator = KerasImageFileEstimator(
     ...     inputCol="uri", outputCol="prediction", labelCol="label", imageLoader=loader,
@@ -349,7 +358,7 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     @keyword_only
     def __init__(self, inputCol=None, outputCol=None, outputMode="vector", labelCol=None,
                  modelFile=None, imageLoader=None, kerasOptimizer="adam", kerasLoss=None,
-                 kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None):
+                 kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None, seed=None):
         super().__init__()
         self._setDefault(outputMode="vector", kerasOptimizer="adam",
                          kerasFitParams={"verbose": 1}, batchSize=64, safeMode=True)
@@ -359,7 +368,7 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     @keyword_only
     def setParams(self, inputCol=None, outputCol=None, outputMode="vector", labelCol=None,
                   modelFile=None, imageLoader=None, kerasOptimizer="adam", kerasLoss=None,
-                  kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None):
+                  kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None, seed=None):
         """Sets params for this KerasImageFileEstimator."""
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
@@ -436,11 +445,12 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
                     for i, est in enumerate(estimators)]
             bc = spark.sparkContext.broadcast(modelBytes)
             safeMode = self.getSafeMode()
+            seed = self.getSeed()
 
             def run(job):
                 i, optimizer, loss, fitParams = job
                 weights, history = _trainOne(bc.value, safeMode, storeDir, optimizer, loss,
-                                             fitParams, kind)
+                                             fitParams, kind, seed)
                 return i, weights, history
 
             results = dict((i, (w, h)) for i, w, h in spark.sparkContext

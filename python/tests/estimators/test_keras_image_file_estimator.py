@@ -195,3 +195,16 @@ def test_fit_on_separate_executors(cluster_spark, pictures, cnn_file):
     train, test = pictures["shapes"][:160], pictures["shapes"][160:]
     model = estimator(cnn_file).fit(frame(cluster_spark, train).repartition(2))
     assert accuracy(model.transform(frame(cluster_spark, test))) >= 0.9
+
+
+def test_seed_makes_training_reproducible(spark, pictures, cnn_file):
+    df = frame(spark, pictures["shapes"][:48])
+    test = frame(spark, pictures["shapes"][200:208])
+
+    def predictions(seed):
+        model = estimator(cnn_file, epochs=2).setSeed(seed).fit(df)
+        return np.array([r.prediction.toArray() for r in model.transform(test).collect()])
+
+    first = predictions(7)
+    np.testing.assert_allclose(predictions(7), first, atol=1e-6)
+    assert np.abs(predictions(8) - first).max() > 1e-4
