@@ -7,7 +7,14 @@ a worker that Spark ends (idle timeout, ``worker.reuse=false``) loses its cache;
 concurrent task runs in its own worker, so N task slots hold up to N copies of a model; the
 cache is bounded (:data:`MAX_MODELS`, least recently used evicted) so a long session that
 uses many models does not grow without limit.
+
+After each load the worker's heap is frozen (:func:`gc.freeze`): PySpark's daemon runs a full
+``gc.collect()`` after every task of a reused worker, and with TensorFlow and a model in the
+process that walk alone cost about half a second of CPU per task, more than a small task's
+inference. Frozen objects are skipped by later collections; the heap is unfrozen and
+collected again at the next load, so an evicted model's reference cycles are still freed.
 """
+import gc
 import threading
 from collections import OrderedDict
 
@@ -32,7 +39,15 @@ def get(key, load):
         _loads[key] = _loads.get(key, 0) + 1
         while len(_models) > MAX_MODELS:
             _models.popitem(last=False)
+        _refreeze()
         return model
+
+
+def _refreeze():
+    """Collect everything (evicted models included), then freeze what is left alive."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def loadCount(key):
@@ -43,3 +58,5 @@ def loadCount(key):
 def clear():
     with _lock:
         _models.clear()
+        gc.unfreeze()
+        gc.collect()
