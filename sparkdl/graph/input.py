@@ -42,9 +42,10 @@ from collections import namedtuple
 
 __all__ = ["TFInputGraph", "TensorInfo"]
 
-#: One input or output of the signature: its key, TF dtype name (``"float32"``) and shape (a
-#: tuple, ``None`` for an unknown dimension; the whole shape is ``None`` for an unknown rank).
 TensorInfo = namedtuple("TensorInfo", ["name", "dtype", "shape"])
+TensorInfo.__doc__ = """One input or output of a :class:`~sparkdl.TFInputGraph` signature: its key,
+TF dtype name (``"float32"``) and shape (a tuple, ``None`` for an unknown dimension; the whole
+shape is ``None`` for an unknown rank)."""
 
 _META_FILE = "sparkdl_tfinputgraph.json"
 _FORMAT = 1
@@ -157,8 +158,9 @@ class TFInputGraph:
 
     Make one with :meth:`fromSavedModel`, :meth:`fromSavedModelWithSignature` or
     :meth:`fromFunction`; it knows the signature's inputs and outputs (:attr:`inputs`,
-    :attr:`outputs`: :class:`TensorInfo` ``(name, dtype, shape)``, the first dimension being
-    the batch) and carries the SavedModel's bytes, so a stage holding it needs no file.
+    :attr:`outputs`: :class:`~sparkdl.graph.input.TensorInfo` ``(name, dtype, shape)``, the
+    first dimension being the batch) and carries the SavedModel's bytes, so a stage holding it
+    needs no file.
 
     >>> import tensorflow as tf
     >>> from sparkdl import TFInputGraph
@@ -187,8 +189,10 @@ class TFInputGraph:
         self._meta = meta
         self.signatureDefKey = meta["signatureDefKey"]
         self.tags = tuple(meta["tags"]) if meta["tags"] else None
+        #: The signature's inputs, :class:`~sparkdl.graph.input.TensorInfo` tuples.
         self.inputs = tuple(TensorInfo(n, d, None if s is None else tuple(s))
                             for n, d, s in meta["inputs"])
+        #: The signature's outputs kept (``fetch_names``), as :attr:`inputs`.
         self.outputs = tuple(TensorInfo(n, d, None if s is None else tuple(s))
                              for n, d, s in meta["outputs"])
         self.key = hashlib.sha256(self._data).hexdigest()
@@ -383,11 +387,13 @@ class TFInputGraph:
         return [o.name for o in self.outputs]
 
     def input(self, name, what="input"):
-        """The :class:`TensorInfo` of input ``name`` (error lists the available names)."""
+        """The :class:`~sparkdl.graph.input.TensorInfo` of input ``name`` (error lists the
+        available names)."""
         return self._lookup(self.inputs, name, what)
 
     def output(self, name, what="output"):
-        """The :class:`TensorInfo` of output ``name`` (error lists the available names)."""
+        """The :class:`~sparkdl.graph.input.TensorInfo` of output ``name`` (error lists the
+        available names)."""
         return self._lookup(self.outputs, name, what)
 
     def _lookup(self, infos, name, what):

@@ -1,4 +1,4 @@
-"""Distributed training launched as a Spark job: :class:`HorovodRunner`.
+"""Distributed training launched as a Spark job: :class:`~sparkdl.HorovodRunner`.
 
 ``HorovodRunner(np=...).run(main, **kwargs)`` starts ``np`` processes ("ranks") as one Spark
 barrier job (or, with ``np < 0``, as local processes), sets each up for the chosen backend
@@ -55,28 +55,29 @@ def _env_int(name, default):
 
 
 def rank():
-    """This process's rank, 0 to ``size() - 1``; 0 outside :class:`HorovodRunner`."""
+    """This process's rank, 0 to ``size() - 1``; 0 outside :class:`~sparkdl.HorovodRunner`."""
     return _env_int(ENV_RANK, 0)
 
 
 def size():
-    """The number of ranks; 1 outside :class:`HorovodRunner`."""
+    """The number of ranks; 1 outside :class:`~sparkdl.HorovodRunner`."""
     return _env_int(ENV_SIZE, 1)
 
 
 def local_rank():
-    """This rank's index among the ranks on the same host; 0 outside :class:`HorovodRunner`."""
+    """This rank's index among the ranks on the same host; 0 outside
+    :class:`~sparkdl.HorovodRunner`."""
     return _env_int(ENV_LOCAL_RANK, 0)
 
 
 def local_size():
-    """The number of ranks on this rank's host; 1 outside :class:`HorovodRunner`."""
+    """The number of ranks on this rank's host; 1 outside :class:`~sparkdl.HorovodRunner`."""
     return _env_int(ENV_LOCAL_SIZE, 1)
 
 
 def backend():
     """The backend this rank was launched with, ``"horovod"`` or ``"tensorflow"``; ``None``
-    outside :class:`HorovodRunner`."""
+    outside :class:`~sparkdl.HorovodRunner`."""
     return os.environ.get(ENV_BACKEND) or None
 
 
@@ -84,7 +85,7 @@ def log_to_driver(message):
     """Show ``message`` in the driver's output, prefixed by this rank.
 
     Works with both ``driver_log_verbosity`` settings (with ``"log_callback_only"`` it is the
-    only output shown). Outside :class:`HorovodRunner` the message is printed.
+    only output shown). Outside :class:`~sparkdl.HorovodRunner` the message is printed.
 
     >>> from sparkdl.horovod import HorovodRunner, log_to_driver
     >>> def main():

@@ -63,10 +63,10 @@ class HorovodRunner:
     the driver as it comes, prefixed ``[rank]<stdout>:``; with ``"log_callback_only"`` only
     :func:`sparkdl.horovod.log_to_driver` and
     :class:`sparkdl.horovod.tensorflow.keras.LogCallback` messages are (the rest stays in the
-    executors' logs). If any rank raises or dies, ``run`` raises :class:`HorovodRunnerError`
-    with that rank and its traceback, after stopping every rank and the Spark job. If the
-    ranks cannot all start within ``start_timeout`` seconds, it raises saying which are
-    missing.
+    executors' logs). If any rank raises or dies, ``run`` raises
+    :class:`~sparkdl.horovod.HorovodRunnerError` with that rank and its traceback, after
+    stopping every rank and the Spark job. If the ranks cannot all start within
+    ``start_timeout`` seconds, it raises saying which are missing.
 
     :param np: number of ranks (see above).
     :param driver_log_verbosity: ``"all"`` or ``"log_callback_only"``.

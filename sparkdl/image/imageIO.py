@@ -21,8 +21,8 @@ Pillow mode                               result (8-bit, OpenCV mode)
 ``P``                                     BGRA (CV_8UC4) if the palette has transparency,
                                           else BGR (CV_8UC3)
 ``PA``, ``RGBA``, ``RGBa``                BGRA, CV_8UC4
-``RGB``, ``RGBX``, ``CMYK``, ``YCbCr``,   BGR, CV_8UC3 (Pillow's conversion to RGB)
-``LAB``, ``HSV`` and any other mode
+``RGB``, ``RGBX``, ``CMYK``, ``YCbCr``,   BGR, CV_8UC3 (Pillow's conversion to RGB); the
+                                          same for ``LAB``, ``HSV`` and any other mode
 ========================================  ===============================================
 
 The EXIF orientation tag is applied (Spark's own reader ignores it); an animation gives its
@@ -66,6 +66,8 @@ __all__ = [
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS
 
 ImageType = namedtuple("ImageType", ["name", "ord", "nChannels", "dtype"])
+ImageType.__doc__ = """An OpenCV image type: ``name`` (``"CV_8UC3"``), ``ord`` (the struct's ``mode``
+number), ``nChannels`` and the numpy ``dtype`` of its samples."""
 
 _IMAGE_TYPES = [
     ImageType("CV_8UC1", 0, 1, np.dtype("uint8")),

@@ -113,7 +113,7 @@ class ModelEntry:
 
     @property
     def inputShape(self):
-        """``(height, width, 3)``: the ``input_shape`` :func:`buildModel` passes."""
+        """The ``input_shape`` that :func:`buildModel` passes, ``(height, width, 3)``."""
         return tuple(self.inputSize) + (3,)
 
     @property
@@ -162,6 +162,8 @@ def _tf_kernels(prefix):
 
 # Weights file names are keras's (keras/src/applications/*.py). For EfficientNet(V2) and
 # ConvNeXt keras derives them from the model's `name`, so buildModel keeps the default name.
+#: Every supported model, a tuple of :class:`ModelEntry`; the user guide's model table is
+#: generated from it.
 MODELS = (
     _keras_app("InceptionV3", "inception_v3", "tf", 299, 2048, (8, 8, 2048),
                *_tf_kernels("inception_v3"), "Inception v3 (Szegedy et al., 2015), 23.9M params"),

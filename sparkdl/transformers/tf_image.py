@@ -55,7 +55,7 @@ class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, H
 
     ``graph`` is a SavedModel directory (its ``serving_default`` signature, or its only one),
     a ``tf.Module`` / ``tf.function`` / concrete function (see
-    :meth:`sparkdl.graph.input.TFInputGraph.fromFunction`), or a
+    :meth:`sparkdl.TFInputGraph.fromFunction`), or a
     :class:`~sparkdl.graph.input.TFInputGraph` for any other signature. It is read when set.
     ``inputTensor`` and ``outputTensor`` are signature keys (TF1's tensor names); each may be
     left None when the signature has a single input / output. The signature must have a

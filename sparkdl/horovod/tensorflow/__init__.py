@@ -1,5 +1,5 @@
 """TensorFlow collectives through the rank's backend, for code running under
-:class:`~sparkdl.horovod.HorovodRunner`.
+:class:`~sparkdl.HorovodRunner`.
 
 The same calls work with ``backend="horovod"`` (Horovod's ops, after ``hvd.init()``) and
 ``backend="tensorflow"`` (the rank's ``MultiWorkerMirroredStrategy``), inside or outside a

@@ -1,4 +1,4 @@
-"""Data-parallel Keras 3 training under :class:`~sparkdl.horovod.HorovodRunner`, on either
+"""Data-parallel Keras 3 training under :class:`~sparkdl.HorovodRunner`, on either
 backend, with plain ``model.fit``.
 
 Horovod's own Keras integration does not work on Keras 3: ``horovod.tensorflow.keras.
@@ -54,7 +54,7 @@ def DistributedOptimizer(optimizer):
     """Make ``optimizer`` (a Keras 3 optimizer) average gradients over all ranks before each
     update, through the rank's backend; returns the same optimizer object.
 
-    With one rank (or outside :class:`~sparkdl.horovod.HorovodRunner`) it behaves as before.
+    With one rank (or outside :class:`~sparkdl.HorovodRunner`) it behaves as before.
     Do not combine it with ``MultiWorkerMirroredStrategy.scope()``/``strategy.run``: the
     strategy reduces gradients itself (this raises rather than average twice). With a mixed
     precision policy, wrap the ``LossScaleOptimizer`` that ``compile`` creates
