@@ -159,7 +159,8 @@ class KerasImageFileModel(KerasImageFileTransformer, Model):
     trained weights, which it carries when saved.
 
     ``fitSummary`` (not persisted) holds the training rows used, the rows skipped and why,
-    and the Keras history.
+    the Keras history, ``numWorkers``, ``workerRows`` (training rows of each worker's shard;
+    one entry with one worker) and ``stepsPerEpoch``.
     """
 
     fitSummary = None
@@ -486,6 +487,25 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     generators and the shuffle in each training task, so the same data, model and params
     train the same weights.
 
+    ``numWorkers`` (default 1: one Spark task per model) > 1 trains each model data-parallel
+    on that many processes with :class:`sparkdl.HorovodRunner` (``backend="auto"``): they
+    start from the same weights, each streams its own shard of the usable training rows (a
+    contiguous range, sizes differing by at most one row) and every step applies the
+    gradients averaged over all of them (:mod:`sparkdl.horovod.tensorflow.keras`).
+
+    - ``batch_size`` in ``kerasFitParams`` is then per worker (the Horovod convention): a
+      step trains on ``numWorkers * batch_size`` rows. The learning rate is not scaled.
+    - Every worker runs the same number of steps per epoch, ``steps_per_epoch`` if given,
+      else ``usable training rows // (numWorkers * batch_size)`` (at least 1); each cycles
+      through its shard, so an epoch boundary need not be a shard boundary.
+    - With ``validation_split``, worker 0 validates on the whole validation fold; the
+      training metrics in the history are averaged over the workers.
+    - The cluster needs ``numWorkers`` free task slots at once (a barrier job): with fewer
+      slots in total, ``fit`` fails at once saying how many there are. ``fitMultiple`` then
+      trains its param maps one after another, each a HorovodRunner job.
+    - ``fitSummary`` adds ``numWorkers``, ``workerRows`` (rows per worker's shard) and
+      ``stepsPerEpoch``.
+
     >>> from sparkdl import KerasImageFileEstimator
     >>> estimator = KerasImageFileEstimator(
     ...     inputCol="uri", outputCol="prediction", labelCol="label", imageLoader=loader,
@@ -553,8 +573,9 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
         return next(self.fitMultiple(dataset, [{}]))[1]
 
     def fitMultiple(self, dataset, paramMaps):
-        """Fits a model per param map, in parallel Spark tasks; returns a thread-safe
-        iterator of ``(index, model)``."""
+        """Fits a model per param map, in parallel Spark tasks (with ``numWorkers`` > 1: one
+        HorovodRunner job after another); returns a thread-safe iterator of
+        ``(index, model)``."""
         paramMaps = list(paramMaps)
         self._validate(dataset, paramMaps)
         estimators = [self.copy(paramMap) for paramMap in paramMaps]
