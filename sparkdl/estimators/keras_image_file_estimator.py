@@ -369,8 +369,9 @@ def _trainRank(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind,
         raise ValueError(f"numWorkers={size} needs at least {size} usable training rows, "
                          f"got {sum(workerRows)}")
     # Every rank must run the same number of steps (each step averages gradients over all
-    # ranks): each streams its shard endlessly, numbered steps per epoch.
-    steps = int(fitParams.pop("steps_per_epoch", None) or max(1, sum(workerRows) // (size * batchSize)))
+    # ranks): each cycles through its shard endlessly, the same steps per epoch everywhere.
+    steps = int(fitParams.pop("steps_per_epoch", None)
+                or max(1, sum(workerRows) // (size * batchSize)))
     verbose = fitParams.pop("verbose", 1)
     validation = None
     if rank == 0 and cut:
@@ -533,7 +534,7 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     def setParams(self, inputCol=None, outputCol=None, outputMode="vector", labelCol=None,
                   modelFile=None, imageLoader=None, kerasOptimizer="adam", kerasLoss=None,
                   kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None, seed=None,
-                 numWorkers=1):
+                  numWorkers=1):
         """Sets params for this KerasImageFileEstimator."""
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
