@@ -5,8 +5,9 @@ Both train the same small CNN on the same 64x64 PNGs with the same ``imageLoader
 baseline through a Keras ``PyDataset`` that calls the loader, sparkdl through ``fit`` on
 local[2] (one training task). Throughput is samples/s over the epochs after the first.
 Targets: fit >= 0.7x plain; driver peak RSS growth from 1x to 10x rows < 10%.
+Also reported: ``numWorkers=--workers`` (HorovodRunner, same global batch) vs one task.
 
-    python benchmarks/bench_estimator.py [--count 512] [--epochs 4]
+    python benchmarks/bench_estimator.py [--count 512] [--epochs 4] [--workers 2]
 """
 import argparse
 import os
@@ -97,6 +98,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--dir", default="/tmp/sparkdl-bench-shapes")
+    parser.add_argument("--workers", type=int, default=2, help="numWorkers figure (1: skip)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     rows = make_shapes(args.dir, args.count)
@@ -121,6 +123,21 @@ def main():
     rss_10x = peak_rss_mb()
     plain_rate = len(rows) / statistics.median(plain[1:])
     our_rate = len(rows) / statistics.median(ours[1:])
+    workers = {}
+    if args.workers > 1:
+        # Same global batch: batch_size is per worker.
+        dist = estimator.copy().setNumWorkers(args.workers).setKerasFitParams(
+            {"epochs": args.epochs, "batch_size": args.batch // args.workers, "verbose": 0})
+        dist.fit(df)  # warm-up
+        start = time.perf_counter()
+        summary = dist.fit(df).fitSummary
+        wall = time.perf_counter() - start
+        epoch_rows = summary["stepsPerEpoch"] * args.workers * (args.batch // args.workers)
+        rate = epoch_rows / statistics.median(summary["history"]["epoch_seconds"][1:])
+        workers = {"workers": args.workers,
+                   "sparkdl_fit_workers_samples_per_s": round(rate, 1),
+                   "ratio_workers_over_one_task": round(rate / our_rate, 2),
+                   "sparkdl_fit_workers_wall_s_incl_materialize": round(wall, 2)}
     save_result("estimator", {
         "samples": len(rows), "image": f"{SIZE}x{SIZE} PNG", "epochs": args.epochs,
         "batch_size": args.batch, "master": "local[2]",
@@ -131,6 +148,7 @@ def main():
         "driver_peak_rss_mb_1x": round(rss_1x, 1), "driver_peak_rss_mb_10x": round(rss_10x, 1),
         "driver_rss_growth_10x": round(rss_10x / rss_1x - 1, 3), "target_rss_growth": 0.10,
         "epoch_seconds": {"plain": [round(t, 3) for t in plain], "sparkdl": [round(t, 3) for t in ours]},
+        **workers,
     })
 
 

@@ -79,6 +79,12 @@ def _toFitParams(value):
     return dict(value)
 
 
+def _toNumWorkers(value):
+    if isinstance(value, bool) or not TypeConverters._is_integer(value) or int(value) < 1:
+        raise ValueError(f"numWorkers must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, HasImageLoader,
                        HasBatchSize, HasSeed):
     kerasOptimizer = Param(Params._dummy(), "kerasOptimizer",
@@ -99,6 +105,16 @@ class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, Ha
                      "training data once; must be readable by every executor. Default: a "
                      "temporary directory under spark.local.dir, removed after fit",
                      typeConverter=TypeConverters.toString)
+
+    numWorkers = Param(Params._dummy(), "numWorkers",
+                       "number of processes training one model data-parallel (HorovodRunner); "
+                       "1 trains in a single Spark task", typeConverter=_toNumWorkers)
+
+    def getNumWorkers(self):
+        return self.getOrDefault(self.numWorkers)
+
+    def setNumWorkers(self, value):
+        return self._set(numWorkers=value)
 
     def getKerasOptimizer(self):
         return self.getOrDefault(self.kerasOptimizer)
@@ -143,7 +159,8 @@ class KerasImageFileModel(KerasImageFileTransformer, Model):
     trained weights, which it carries when saved.
 
     ``fitSummary`` (not persisted) holds the training rows used, the rows skipped and why,
-    and the Keras history.
+    the Keras history, ``numWorkers``, ``workerRows`` (training rows of each worker's shard;
+    one entry with one worker) and ``stepsPerEpoch``.
     """
 
     fitSummary = None
@@ -216,60 +233,187 @@ def _loadUdf(loader):
     return load
 
 
-def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind, seed):
-    """Runs inside a Spark task: stream the stored rows into model.fit, return the weights."""
+def _usableRows(storeDir, validation, cut):
+    """The store's row groups in a fixed order (files by path, row groups in file order), each
+    with the positions of its usable rows in the training (or validation) fold.
+
+    Reads only the small columns: the tensor column is read by :func:`_readRows`.
+    """
     import numpy as np
+    import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    from sparkdl.engine import runtime
-    from sparkdl.engine.handle import modelFromBytes, modelToBytes
-
-    runtime.configure()
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed % 2**32)  # shuffling, dropout, optimizer state: reproducible
-    model = modelFromBytes(modelBytes, safeMode)
-    inputShape = tuple(model.inputs[0].shape[1:])
-    fitParams = dict(fitParams)
-    batchSize = int(fitParams.pop("batch_size", 32))
-    validationSplit = float(fitParams.pop("validation_split", 0.0))
-    shuffle = fitParams.pop("shuffle", True)
-    model.compile(optimizer=keras.optimizers.get(optimizer), loss=loss, metrics=["accuracy"])
-
+    plan = []
     data = ds.dataset(storeDir, format="parquet")
-    usable = ds.field("error").is_null() & ds.field("x").is_valid() & ds.field("label").is_valid()
-    cut = int(round(validationSplit * 1000))
+    for fragment in sorted(data.get_fragments(), key=lambda f: f.path):
+        for group in fragment.split_by_row_group():
+            t = group.to_table(columns=["error", "loaded", "label", "fold"])
+            inFold = (pc.less(t["fold"], cut) if validation
+                      else pc.greater_equal(t["fold"], cut))
+            usable = pc.and_(pc.and_(pc.is_null(t["error"]), t["loaded"]),
+                             pc.and_(pc.is_valid(t["label"]), inFold))
+            plan.append((group, np.flatnonzero(usable.to_numpy(zero_copy_only=False))))
+    return plan
 
-    def batches(validation):
-        fold = ds.field("fold") < cut if validation else ds.field("fold") >= cut
-        for rb in data.to_batches(columns=["x", "label"], filter=usable & fold,
-                                  batch_size=max(batchSize, 256)):
-            x = rb.column("x").flatten().to_numpy(zero_copy_only=False)
-            x = x.reshape((len(rb),) + inputShape)
-            label = rb.column("label")
-            y = (label.flatten().to_numpy(zero_copy_only=False).reshape(len(rb), -1)
-                 if kind == "onehot" else label.to_numpy(zero_copy_only=False))
-            yield x.astype(np.float32, copy=False), y
+
+def _shard(plan, rank, size):
+    """Rank ``rank``'s part of ``plan`` (from :func:`_usableRows`): the ``rank``-th of
+    ``size`` contiguous ranges of the usable rows in plan order, sizes differing by at most
+    one row. The shards are disjoint, cover every usable row, and each rank reads only the row
+    groups its range touches."""
+    total = sum(len(positions) for _, positions in plan)
+    lo, hi = total * rank // size, total * (rank + 1) // size
+    part, start = [], 0
+    for group, positions in plan:
+        a, b = max(lo - start, 0), min(hi - start, len(positions))
+        if a < b:
+            part.append((group, positions[a:b]))
+        start += len(positions)
+    return part
+
+
+def _readRows(part, inputShape, kind):
+    """Yield (x, y) numpy batches of the rows of ``part``, one row group at a time."""
+    import numpy as np
+
+    for group, positions in part:
+        t = group.to_table(columns=["x", "label"]).take(positions)
+        x = t.column("x").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        x = x.reshape((len(t),) + inputShape)
+        label = t.column("label").combine_chunks()
+        y = (label.flatten().to_numpy(zero_copy_only=False).reshape(len(t), -1)
+             if kind == "onehot" else label.to_numpy(zero_copy_only=False))
+        yield x.astype(np.float32, copy=False), y
+
+
+def _tfDataset(part, inputShape, kind, batchSize, shuffleSeed=None, repeat=False):
+    """A tf.data pipeline streaming ``part``'s rows in batches of ``batchSize``; shuffled
+    within a bounded buffer when ``shuffleSeed`` is given (memory is the batch's, not the
+    data's); endless with ``repeat`` (cycling through the rows)."""
+    import tensorflow as tf
 
     ySpec = (tf.TensorSpec((None, None), tf.float32) if kind == "onehot"
              else tf.TensorSpec((None,), tf.int32))
     spec = (tf.TensorSpec((None,) + inputShape, tf.float32), ySpec)
+    d = tf.data.Dataset.from_generator(lambda: _readRows(part, inputShape, kind),
+                                       output_signature=spec).unbatch()
+    if shuffleSeed is not None:
+        d = d.shuffle(4 * batchSize, seed=shuffleSeed)
+    if repeat:
+        d = d.repeat()
+    return d.batch(batchSize).prefetch(1)
 
-    def dataset(validation):
-        d = tf.data.Dataset.from_generator(lambda: batches(validation), output_signature=spec)
-        d = d.unbatch()
-        if shuffle and not validation:
-            # bounded buffer: memory is the batch's, not the data's
-            d = d.shuffle(4 * batchSize, seed=seed % 2**32)
-        return d.batch(batchSize).prefetch(1)
 
+def _prepareTraining(modelBytes, safeMode, optimizer, loss, fitParams, seed, distributed):
+    """Set up TensorFlow and compile the model; return (model, fit arguments, batch size,
+    validation split, shuffle)."""
+    from sparkdl.engine import runtime
+    from sparkdl.engine.handle import modelFromBytes
+
+    runtime.configure()
+    import keras
+
+    keras.utils.set_random_seed(seed % 2**32)  # shuffling, dropout, optimizer state: reproducible
+    model = modelFromBytes(modelBytes, safeMode)
+    fitParams = dict(fitParams)
+    batchSize = int(fitParams.pop("batch_size", 32))
+    validationSplit = float(fitParams.pop("validation_split", 0.0))
+    shuffle = fitParams.pop("shuffle", True)
+    opt = keras.optimizers.get(optimizer)
+    if distributed:
+        from sparkdl.horovod.tensorflow.keras import DistributedOptimizer
+
+        opt = DistributedOptimizer(opt)
+    # XLA cannot compile the collective ops of the distributed optimizer.
+    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"],
+                  **({"jit_compile": False} if distributed else {}))
+    return model, fitParams, batchSize, int(round(validationSplit * 1000)), shuffle
+
+
+def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind, seed):
+    """Runs inside a Spark task: stream the stored rows into model.fit, return the weights."""
+    from sparkdl.engine.handle import modelToBytes
+
+    model, fitParams, batchSize, cut, shuffle = _prepareTraining(
+        modelBytes, safeMode, optimizer, loss, fitParams, seed, distributed=False)
+    inputShape = tuple(model.inputs[0].shape[1:])
+    train = _usableRows(storeDir, False, cut)
+    rows = sum(len(p) for _, p in train)
     timer = _EpochTimer()
-    history = model.fit(dataset(False), validation_data=dataset(True) if cut else None,
-                        callbacks=[timer], **fitParams)
+    history = model.fit(
+        _tfDataset(train, inputShape, kind, batchSize, seed % 2**32 if shuffle else None),
+        validation_data=(_tfDataset(_usableRows(storeDir, True, cut), inputShape, kind,
+                                    batchSize) if cut else None),
+        callbacks=[timer], shuffle=False, **fitParams)  # tf.data shuffles, not Keras
     result = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     result["epoch_seconds"] = timer.seconds
-    return modelToBytes(model), result
+    steps = fitParams.get("steps_per_epoch") or -(-rows // batchSize)
+    return modelToBytes(model), result, {"workerRows": [rows], "stepsPerEpoch": int(steps)}
+
+
+def _trainRank(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind, seed):
+    """Runs in each HorovodRunner rank: train on this rank's shard with gradients averaged
+    over all ranks; rank 0 returns the weights, others None."""
+    from sparkdl import horovod as shvd
+    from sparkdl.engine.handle import modelToBytes
+
+    rank, size = shvd.rank(), shvd.size()
+    model, fitParams, batchSize, cut, shuffle = _prepareTraining(
+        modelBytes, safeMode, optimizer, loss, fitParams, seed + rank, distributed=True)
+    from sparkdl.horovod.tensorflow.keras import BroadcastGlobalVariablesCallback, LogCallback
+
+    inputShape = tuple(model.inputs[0].shape[1:])
+    plan = _usableRows(storeDir, False, cut)
+    workerRows = [sum(len(p) for _, p in _shard(plan, r, size)) for r in range(size)]
+    if min(workerRows) == 0:
+        raise ValueError(f"numWorkers={size} needs at least {size} usable training rows, "
+                         f"got {sum(workerRows)}")
+    # Every rank must run the same number of steps (each step averages gradients over all
+    # ranks): each cycles through its shard endlessly, the same steps per epoch everywhere.
+    steps = int(fitParams.pop("steps_per_epoch", None)
+                or max(1, sum(workerRows) // (size * batchSize)))
+    verbose = fitParams.pop("verbose", 1)
+    validation = None
+    if rank == 0 and cut:
+        # Only rank 0 validates, on the whole validation fold (no collective ops involved).
+        validation = _tfDataset(_usableRows(storeDir, True, cut), inputShape, kind, batchSize)
+    timer = _EpochTimer()
+    callbacks = [BroadcastGlobalVariablesCallback(0), _MetricAverage(), timer]
+    if rank == 0 and verbose:
+        callbacks.append(LogCallback())
+    history = model.fit(
+        _tfDataset(_shard(plan, rank, size), inputShape, kind, batchSize,
+                   (seed + rank) % 2**32 if shuffle else None, repeat=True),
+        validation_data=validation, steps_per_epoch=steps, callbacks=callbacks,
+        verbose=verbose if rank == 0 else 0, shuffle=False, **fitParams)
+    if rank != 0:
+        return None
+    result = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    result["epoch_seconds"] = timer.seconds
+    return modelToBytes(model), result, {"workerRows": workerRows, "stepsPerEpoch": steps}
+
+
+def _MetricAverage():
+    """A Keras callback averaging each epoch's training metrics over all ranks (each ran the
+    same number of steps, so this is the metric over all their rows), as Horovod's
+    MetricAverageCallback does. Validation metrics are rank 0's own (only it validates)."""
+    import keras
+    import numpy as np
+
+    from sparkdl.horovod.tensorflow import allreduce
+
+    class MetricAverage(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None:
+                return
+            keys = sorted(k for k in logs if not k.startswith("val_"))
+            if keys:
+                values = np.array([float(logs[k]) for k in keys], np.float64)
+                mean = np.asarray(allreduce(values, average=True))
+                for k, v in zip(keys, mean):
+                    logs[k] = float(v)
+
+    return MetricAverage()
 
 
 def _EpochTimer():
@@ -344,6 +488,25 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     generators and the shuffle in each training task, so the same data, model and params
     train the same weights.
 
+    ``numWorkers`` (default 1: one Spark task per model) > 1 trains each model data-parallel
+    on that many processes with :class:`sparkdl.HorovodRunner` (``backend="auto"``): they
+    start from the same weights, each streams its own shard of the usable training rows (a
+    contiguous range, sizes differing by at most one row) and every step applies the
+    gradients averaged over all of them (:mod:`sparkdl.horovod.tensorflow.keras`).
+
+    - ``batch_size`` in ``kerasFitParams`` is then per worker (the Horovod convention): a
+      step trains on ``numWorkers * batch_size`` rows. The learning rate is not scaled.
+    - Every worker runs the same number of steps per epoch, ``steps_per_epoch`` if given,
+      else ``usable training rows // (numWorkers * batch_size)`` (at least 1); each cycles
+      through its shard, so an epoch boundary need not be a shard boundary.
+    - With ``validation_split``, worker 0 validates on the whole validation fold; the
+      training metrics in the history are averaged over the workers.
+    - The cluster needs ``numWorkers`` free task slots at once (a barrier job): with fewer
+      slots in total, ``fit`` fails at once saying how many there are. ``fitMultiple`` then
+      trains its param maps one after another, each a HorovodRunner job.
+    - ``fitSummary`` adds ``numWorkers``, ``workerRows`` (rows per worker's shard) and
+      ``stepsPerEpoch``.
+
     >>> from sparkdl import KerasImageFileEstimator
     >>> estimator = KerasImageFileEstimator(
     ...     inputCol="uri", outputCol="prediction", labelCol="label", imageLoader=loader,
@@ -358,17 +521,20 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     @keyword_only
     def __init__(self, inputCol=None, outputCol=None, outputMode="vector", labelCol=None,
                  modelFile=None, imageLoader=None, kerasOptimizer="adam", kerasLoss=None,
-                 kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None, seed=None):
+                 kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None, seed=None,
+                 numWorkers=1):
         super().__init__()
         self._setDefault(outputMode="vector", kerasOptimizer="adam",
-                         kerasFitParams={"verbose": 1}, batchSize=64, safeMode=True)
+                         kerasFitParams={"verbose": 1}, batchSize=64, safeMode=True,
+                         numWorkers=1)
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         self._set(**kwargs)
 
     @keyword_only
     def setParams(self, inputCol=None, outputCol=None, outputMode="vector", labelCol=None,
                   modelFile=None, imageLoader=None, kerasOptimizer="adam", kerasLoss=None,
-                  kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None, seed=None):
+                  kerasFitParams=None, batchSize=64, safeMode=True, storeDir=None, seed=None,
+                  numWorkers=1):
         """Sets params for this KerasImageFileEstimator."""
         return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
@@ -408,8 +574,9 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
         return next(self.fitMultiple(dataset, [{}]))[1]
 
     def fitMultiple(self, dataset, paramMaps):
-        """Fits a model per param map, in parallel Spark tasks; returns a thread-safe
-        iterator of ``(index, model)``."""
+        """Fits a model per param map, in parallel Spark tasks (with ``numWorkers`` > 1: one
+        HorovodRunner job after another); returns a thread-safe iterator of
+        ``(index, model)``."""
         paramMaps = list(paramMaps)
         self._validate(dataset, paramMaps)
         estimators = [self.copy(paramMap) for paramMap in paramMaps]
@@ -427,6 +594,15 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
 
     def _trainAll(self, dataset, estimators):
         spark = dataset.sparkSession
+        numWorkers = self.getNumWorkers()
+        if numWorkers > 1:
+            # HorovodRunner's own check, before the data is materialized: with fewer task
+            # slots than numWorkers it fails at once, saying how many there are.
+            import time
+
+            from sparkdl.horovod.runner import _check_cluster
+
+            _check_cluster(spark.sparkContext, numWorkers, time.monotonic() + 600)
         storeDir, temporary = self._storeDir(spark)
         try:
             counts, kind = _materialize(dataset, self.getInputCol(), self.getLabelCol(),
@@ -443,30 +619,47 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
             modelBytes = self._kerasModelBytes()
             jobs = [(i, est.getKerasOptimizer(), est.getKerasLoss(), est.getKerasFitParams())
                     for i, est in enumerate(estimators)]
-            bc = spark.sparkContext.broadcast(modelBytes)
             safeMode = self.getSafeMode()
             seed = self.getSeed()
+            if numWorkers > 1:
+                results = self._trainDistributed(jobs, modelBytes, safeMode, storeDir, kind,
+                                                 seed, numWorkers)
+            else:
+                bc = spark.sparkContext.broadcast(modelBytes)
 
-            def run(job):
-                i, optimizer, loss, fitParams = job
-                weights, history = _trainOne(bc.value, safeMode, storeDir, optimizer, loss,
-                                             fitParams, kind, seed)
-                return i, weights, history
+                def run(job):
+                    i, optimizer, loss, fitParams = job
+                    return i, _trainOne(bc.value, safeMode, storeDir, optimizer, loss,
+                                        fitParams, kind, seed)
 
-            results = dict((i, (w, h)) for i, w, h in spark.sparkContext
-                           .parallelize(jobs, len(jobs)).map(run).collect())
-            bc.unpersist()
+                results = dict(spark.sparkContext.parallelize(jobs, len(jobs)).map(run)
+                               .collect())
+                bc.unpersist()
         finally:
             if temporary:
                 shutil.rmtree(storeDir, ignore_errors=True)
         models = []
         for i, est in enumerate(estimators):
-            weights, history = results[i]
+            weights, history, info = results[i]
             model = KerasImageFileModel(
                 inputCol=est.getInputCol(), outputCol=est.getOutputCol(),
                 imageLoader=est.getImageLoader(), outputMode=est.getOutputMode(),
                 batchSize=est.getBatchSize(), safeMode=est.getSafeMode())
             model._set(modelBytes=weights)
-            model.fitSummary = dict(counts, history=history)
+            model.fitSummary = dict(counts, history=history, numWorkers=numWorkers, **info)
             models.append(model)
         return models
+
+    @staticmethod
+    def _trainDistributed(jobs, modelBytes, safeMode, storeDir, kind, seed, numWorkers):
+        """One HorovodRunner job per param map, one after another (each takes numWorkers
+        task slots at once)."""
+        from sparkdl.horovod import HorovodRunner
+
+        results = {}
+        for i, optimizer, loss, fitParams in jobs:
+            runner = HorovodRunner(np=numWorkers, driver_log_verbosity="log_callback_only")
+            results[i] = runner.run(_trainRank, modelBytes=modelBytes, safeMode=safeMode,
+                                    storeDir=storeDir, optimizer=optimizer, loss=loss,
+                                    fitParams=fitParams, kind=kind, seed=seed)
+        return results

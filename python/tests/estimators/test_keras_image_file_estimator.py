@@ -208,3 +208,141 @@ def test_seed_makes_training_reproducible(spark, pictures, cnn_file):
     first = predictions(7)
     np.testing.assert_allclose(predictions(7), first, atol=1e-6)
     assert np.abs(predictions(8) - first).max() > 1e-4
+
+
+# -- numWorkers > 1: one model trained data-parallel with HorovodRunner -----------------------
+def test_shards_are_disjoint_balanced_and_cover_the_usable_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sparkdl.estimators.keras_image_file_estimator import _readRows, _shard, _usableRows
+
+    # Three files (named so that creation order is not name order), several row groups each,
+    # with every kind of unusable row; x holds the row's id.
+    rng = np.random.default_rng(5)
+    expected = {False: [], True: []}  # usable ids in file-name order, train / validation
+    rowId = 0
+    for name, count in (("part-2.parquet", 23), ("part-0.parquet", 17), ("part-1.parquet", 9)):
+        rows = []
+        for _ in range(count):
+            kind = rng.integers(0, 6)
+            fold = int(rng.integers(0, 1000))
+            row = {"x": [float(rowId)], "error": "boom" if kind == 0 else None,
+                   "loaded": kind != 1, "label": None if kind == 2 else int(rowId % 2),
+                   "fold": fold}
+            if kind >= 3:
+                expected[fold < 300].append((name, rowId))
+            rows.append(row)
+            rowId += 1
+        table = pa.Table.from_pylist(rows, pa.schema([
+            ("x", pa.list_(pa.float32())), ("error", pa.string()), ("loaded", pa.bool_()),
+            ("label", pa.int32()), ("fold", pa.int32())]))
+        pq.write_table(table, str(tmp_path / name), row_group_size=4)
+    for validation in (False, True):
+        want = [i for _, i in sorted(expected[validation], key=lambda e: e[0])]
+        plan = _usableRows(str(tmp_path), validation, 300)
+        for size in (1, 2, 3, 4):
+            shards = []
+            for rank in range(size):
+                got = [int(v) for x, _ in _readRows(_shard(plan, rank, size), (1,), "index")
+                       for v in x.ravel()]
+                shards.append(got)
+            # In rank order the shards are exactly the usable rows in stored order: disjoint
+            # and covering; their sizes differ by at most one row.
+            assert sum(shards, []) == want, (validation, size)
+            assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert len(expected[False]) >= 10 and expected[True]  # the data exercised both folds
+
+
+def test_two_workers_learn_shapes_and_serve_through_transform(spark, pictures, cnn_file):
+    train, test = pictures["shapes"][:160], pictures["shapes"][160:]
+    # batch_size is per worker: 2 x 8 rows per step, as many steps as the one-task test.
+    est = estimator(cnn_file).setNumWorkers(2).setKerasFitParams(
+        {"epochs": 12, "batch_size": 8, "verbose": 0})
+    model = est.fit(frame(spark, train))
+    assert isinstance(model, KerasImageFileModel)
+    summary = model.fitSummary
+    assert summary["numWorkers"] == 2 and summary["workerRows"] == [80, 80]
+    assert summary["stepsPerEpoch"] == 10
+    assert len(summary["history"]["loss"]) == 12
+    assert summary["history"]["loss"][-1] < summary["history"]["loss"][0]
+    assert accuracy(model.transform(frame(spark, test))) >= 0.9
+
+
+def test_two_workers_equal_one_process_with_the_global_batch(spark, pictures, cnn_file, tmp_path):
+    """Two workers with per-worker batch B end with the weights (and report the losses) of
+    plain Keras in one process, fed batches of 2B made of each worker's next B rows: the
+    gradients really are averaged, the shards are the two halves of the usable training rows
+    in stored order, validation rows stay out of training and rank 0 validates on all."""
+    import glob
+
+    import keras
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sparkdl.engine.handle import modelFromBytes
+
+    B, EPOCHS, CUT = 8, 2, 250
+    store = str(tmp_path / "store")
+    est = estimator(cnn_file).setNumWorkers(2).setKerasFitParams(
+        {"epochs": EPOCHS, "batch_size": B, "verbose": 0, "shuffle": False,
+         "validation_split": CUT / 1000})
+    est._set(storeDir=store)
+    model = est.fit(frame(spark, pictures["shapes"][:48]))
+
+    stored = pa.concat_tables(pq.read_table(f) for f in sorted(glob.glob(store + "/*.parquet")))
+    rows = stored.to_pylist()
+    usable = [r for r in rows if r["error"] is None and r["loaded"] and r["label"] is not None]
+    assert len(usable) == 48
+
+    def arrays(rs):
+        return (np.array([r["x"] for r in rs], np.float32).reshape(-1, SIZE, SIZE, 3),
+                np.array([r["label"] for r in rs], np.int32))
+
+    trainRows = [r for r in usable if r["fold"] >= CUT]
+    xv, yv = arrays([r for r in usable if r["fold"] < CUT])
+    half = len(trainRows) // 2
+    shards = [trainRows[:half], trainRows[half:]]
+    steps = len(trainRows) // (2 * B)
+    assert model.fitSummary["workerRows"] == [len(s) for s in shards] and len(xv) > 0
+    assert model.fitSummary["stepsPerEpoch"] == steps
+
+    reference = keras.saving.load_model(cnn_file)
+    reference.compile(optimizer=keras.optimizers.get(est.getKerasOptimizer()),
+                      loss=est.getKerasLoss(), metrics=["accuracy"], jit_compile=False)
+    cursors = [0, 0]
+    losses, valLosses = [], []
+    for _ in range(EPOCHS):
+        batch = []
+        for _ in range(steps):  # each worker streams its shard round and round
+            for rank, shard in enumerate(shards):
+                batch += [shard[(cursors[rank] + j) % len(shard)] for j in range(B)]
+                cursors[rank] += B
+        x, y = arrays(batch)
+        h = reference.fit(x, y, batch_size=2 * B, epochs=1, shuffle=False, verbose=0)
+        losses.append(h.history["loss"][0])
+        valLosses.append(reference.evaluate(xv, yv, batch_size=B, verbose=0)[0])
+
+    fitted = modelFromBytes(model.getOrDefault("modelBytes"))
+    moved = 0.0
+    for got, want, start in zip(fitted.get_weights(), reference.get_weights(),
+                                keras.saving.load_model(cnn_file).get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        moved = max(moved, np.abs(want - start).max())
+    assert moved > 1e-3  # training moved the weights: agreeing was not trivial
+    history = model.fitSummary["history"]
+    np.testing.assert_allclose(history["loss"], losses, rtol=1e-4)
+    np.testing.assert_allclose(history["val_loss"], valLosses, rtol=1e-4)
+
+
+def test_num_workers_is_checked_persisted_and_needs_the_task_slots(spark, pictures, cnn_file,
+                                                                   tmp_path):
+    with pytest.raises(ValueError, match="numWorkers must be an integer >= 1, got 0"):
+        KerasImageFileEstimator(numWorkers=0)
+    est = estimator(cnn_file).setNumWorkers(3)
+    est.save(str(tmp_path / "est"))
+    assert KerasImageFileEstimator.load(str(tmp_path / "est")).getNumWorkers() == 3
+    # local[2] has two task slots: HorovodRunner's message, before any data is materialized.
+    with pytest.raises(RuntimeError, match=r"HorovodRunner\(np=3\) needs 3 task slots .* "
+                                           r"cluster has 2 task slot"):
+        est.fit(frame(spark, pictures["shapes"][:8]))
