@@ -6,14 +6,15 @@ module-level dict: ``naive_keras_udf.py``).
 seeded MLP 64 -> 256 -> 256 -> 10 (relu). (ii) and (iii) run on local[2] and are fully
 materialized with the ``noop`` sink (input and output columns); (i) is
 ``model.predict(x, batch_size)`` on the same numpy array, TensorFlow on all cores. Every
-variant runs once untimed first (models loaded, functions traced), then 3 timed rounds that
-run every variant in turn (so a shared machine's load falls on all alike); medians.
+variant runs once untimed first (models loaded, functions traced), then ``--repeat`` timed
+rounds that run every variant in turn (so a shared machine's load falls on all alike);
+medians. (ii) and (iii) run in separate Spark sessions, each with (i) and the floors.
 Targets: iii/i >= 0.4 and iii/ii >= 1.5. Two floors are timed alongside: the same read and
 noop write without a UDF, and with an Arrow UDF of the same types that does no work (the
 cost of Spark's Arrow UDF plumbing, which no UDF can go below), and the CPU seconds each
 variant spends in the driver, the JVM and the Python workers (from /proc, Linux).
 
-    python benchmarks/bench_keras_transformer.py [--rows 200000] [--batch-size N]
+    python benchmarks/bench_keras_transformer.py [--rows 200000] [--batch-size N] [--repeat 7]
 """
 import argparse
 import os
@@ -84,7 +85,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=0,
                         help="KerasTransformer batchSize; 0 (default) leaves it unset (auto)")
     parser.add_argument("--dir", default="/tmp/sparkdl-bench-arrays")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Workers import naive_keras_udf (the naive recipe's module-level model cache) from here.
@@ -93,53 +94,65 @@ def main():
     data = make_parquet(os.path.join(args.dir, "data"), args.rows)
     model_path = os.path.join(args.dir, "mlp.keras")
     model = make_model(model_path)
-    spark = spark_session("local[2]")
     from naive_keras_udf import naive_udf
 
     from sparkdl import KerasTransformer
 
     x = read_numpy(data)
-    # (i) predicts in the batches the transformer predicts in: batchSize, or with auto the
-    # Arrow batch Spark hands over from Parquet (columnarReaderBatchSize rows).
-    from sparkdl.engine.tensor_udf import TensorInput, autoBatchSize
+    # The naive recipe (ii) and sparkdl (iii) each get a Spark session, so workers of their
+    # own: sparkdl freezes a worker's heap when it caches a model (sparkdl.engine.model_cache),
+    # which would also speed up (ii) in a shared worker. (i) and the floors run in both.
+    runs, cpus = {}, {}
+    for own in ("ii", "iii"):
+        spark = spark_session("local[2]")
+        # (i) predicts in the batches the transformer predicts in: batchSize, or with auto
+        # the Arrow batch Spark hands over from Parquet (columnarReaderBatchSize rows).
+        from sparkdl.engine.tensor_udf import TensorInput, autoBatchSize
 
-    arrow_batch = int(spark.conf.get("spark.sql.parquet.columnarReaderBatchSize"))
-    batch = args.batch_size or min(arrow_batch,
-                                   autoBatchSize([TensorInput("x", (WIDTH,), "float32")]))
+        arrow_batch = int(spark.conf.get("spark.sql.parquet.columnarReaderBatchSize"))
+        batch = args.batch_size or min(arrow_batch,
+                                       autoBatchSize([TensorInput("x", (WIDTH,), "float32")]))
+        max_records = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
 
-    def in_process():
-        model.predict(x, batch_size=batch, verbose=0)
+        def in_process():
+            model.predict(x, batch_size=batch, verbose=0)
 
-    def naive():
-        df = spark.read.parquet(data)
-        df.withColumn("y", naive_udf(model_path)("features")) \
-            .write.format("noop").mode("overwrite").save()
+        def naive():
+            df = spark.read.parquet(data)
+            df.withColumn("y", naive_udf(model_path)("features")) \
+                .write.format("noop").mode("overwrite").save()
 
-    transformer = KerasTransformer(inputCol="features", outputCol="y", modelFile=model_path,
-                                   batchSize=args.batch_size or None)
+        transformer = KerasTransformer(inputCol="features", outputCol="y",
+                                       modelFile=model_path, batchSize=args.batch_size or None)
 
-    def sparkdl():
-        transformer.transform(spark.read.parquet(data)) \
-            .write.format("noop").mode("overwrite").save()
+        def sparkdl():
+            transformer.transform(spark.read.parquet(data)) \
+                .write.format("noop").mode("overwrite").save()
 
-    def scan_only():  # floor: the same read and noop write, no UDF
-        spark.read.parquet(data).write.format("noop").mode("overwrite").save()
+        def scan_only():  # floor: the same read and noop write, no UDF
+            spark.read.parquet(data).write.format("noop").mode("overwrite").save()
 
-    noop = noop_arrow_udf()
+        noop = noop_arrow_udf()
 
-    def arrow_noop():  # floor: the same Arrow UDF plumbing, a constant 10-float output
-        spark.read.parquet(data).withColumn("y", noop("features")) \
-            .write.format("noop").mode("overwrite").save()
+        def arrow_noop():  # floor: the same Arrow UDF plumbing, a constant 10-float output
+            spark.read.parquet(data).withColumn("y", noop("features")) \
+                .write.format("noop").mode("overwrite").save()
 
-    variants = {"i": in_process, "ii": naive, "iii": sparkdl, "scan_only": scan_only,
-                "arrow_noop": arrow_noop}
-    med, runs, cpu = interleaved(variants, args.repeat)
+        variants = {"i": in_process, own: naive if own == "ii" else sparkdl,
+                    "scan_only": scan_only, "arrow_noop": arrow_noop}
+        _, phaseRuns, phaseCpus = interleaved(variants, args.repeat)
+        for name in variants:
+            runs.setdefault(name, []).extend(phaseRuns[name])
+            cpus.setdefault(name, []).extend(phaseCpus.get(name, []))
+        spark.stop()
+    med = {name: statistics.median(r) for name, r in runs.items()}
+    cpu = {name: {k: round(statistics.median(c[k] for c in cs), 2) for k in cs[0]}
+           for name, cs in cpus.items() if cs}
     n = args.rows
     save_result("keras_transformer", {
         "rows": n, "row": f"{WIDTH} float32", "model": "MLP 64-256-256-10 relu",
         "master": "local[2]", "batch_size": args.batch_size or f"auto ({batch})",
-        "arrow_max_records_per_batch": spark.conf.get(
-            "spark.sql.execution.arrow.maxRecordsPerBatch"),
+        "arrow_max_records_per_batch": max_records,
         "i_model_predict_rows_per_s": round(n / med["i"]),
         "ii_naive_pandas_udf_rows_per_s": round(n / med["ii"]),
         "iii_keras_transformer_rows_per_s": round(n / med["iii"]),
@@ -207,7 +220,7 @@ def cpu_seconds():
 def interleaved(variants, repeat):
     """Each variant once untimed, then ``repeat`` rounds running every variant in turn, so a
     shared machine's load falls on all of them alike. Returns the median seconds per variant,
-    all runs, and the median CPU seconds each variant used in the driver, JVM and workers."""
+    all runs, and per run the CPU seconds each variant used in the driver, JVM and workers."""
     for fn in variants.values():
         fn()
     runs = {name: [] for name in variants}
@@ -221,9 +234,7 @@ def interleaved(variants, repeat):
             after = cpu_seconds()
             if before is not None:
                 cpus[name].append({k: after[k] - before[k] for k in after})
-    cpu = {name: {k: round(statistics.median(c[k] for c in cs), 2) for k in cs[0]}
-           for name, cs in cpus.items() if cs}
-    return {name: statistics.median(r) for name, r in runs.items()}, runs, cpu
+    return {name: statistics.median(r) for name, r in runs.items()}, runs, cpus
 
 
 if __name__ == "__main__":

@@ -51,6 +51,21 @@ def timed(fn, repeat=3):
     return statistics.median(times), times
 
 
+def timed_rounds(fns, rounds=5):
+    """Run each of ``{name: fn}`` once untimed (warm-up), then ``rounds`` rounds that run every
+    ``fn`` in turn, so a shared machine's drift falls on all alike; return
+    ``{name: (median seconds, all seconds)}``."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(ts), ts) for name, ts in times.items()}
+
+
 def machine():
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
