@@ -18,7 +18,7 @@ from pyspark.sql.types import IntegralType, StringType
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
 from sparkdl.param.shared import HasBatchSize, HasImageLoader, HasKerasModel
-from sparkdl.transformers.keras_image import KerasImageFileTransformer
+from sparkdl.transformers.keras_image import KerasImageFileTransformer, _toOutputMode
 
 __all__ = ["KerasImageFileEstimator", "KerasImageFileModel"]
 
@@ -99,7 +99,7 @@ class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, Ha
                            typeConverter=_toFitParams)
     outputMode = Param(Params._dummy(), "outputMode",
                        "fitted model output: 'vector' or 'image' (see KerasImageFileTransformer)",
-                       typeConverter=TypeConverters.toString)
+                       typeConverter=_toOutputMode)
     storeDir = Param(Params._dummy(), "storeDir",
                      "directory (any URI Spark and pyarrow read) where fit materializes the "
                      "training data once; must be readable by every executor. Default: a "

@@ -19,6 +19,19 @@ class SparkDLTypeConverters:
     """Converters for sparkdl params; each raises ``TypeError``/``ValueError`` with the reason."""
 
     @staticmethod
+    def oneOf(name, choices):
+        """A converter accepting one of the strings ``choices`` for the param ``name``."""
+        choices = list(choices)
+
+        def convert(value):
+            value = TypeConverters.toString(value)
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+            return value
+
+        return convert
+
+    @staticmethod
     def toCallable(value):
         if value is not None and not callable(value):
             raise TypeError(f"expected a function, got {type(value).__name__}")

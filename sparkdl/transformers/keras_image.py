@@ -9,18 +9,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
-from sparkdl.param.shared import HasBatchSize, HasErrorCol, HasImageLoader, HasKerasModel
+from sparkdl.engine.image_file_udf import OUTPUT_MODES
+from sparkdl.param.shared import (HasBatchSize, HasErrorCol, HasImageLoader, HasKerasModel,
+                                  SparkDLTypeConverters)
 
 __all__ = ["KerasImageFileTransformer"]
 
-_OUTPUT_MODES = ("vector", "image")
-
-
-def _toOutputMode(value):
-    value = TypeConverters.toString(value)
-    if value not in _OUTPUT_MODES:
-        raise ValueError(f"outputMode must be one of {list(_OUTPUT_MODES)}, got {value!r}")
-    return value
+_toOutputMode = SparkDLTypeConverters.oneOf("outputMode", OUTPUT_MODES)
 
 
 def checkKerasModelFile(path, stage):

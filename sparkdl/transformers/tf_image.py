@@ -8,12 +8,11 @@ from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.sql import functions as F
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
-from sparkdl.param.shared import HasBatchSize, HasResizeMethod
+from sparkdl.engine.image_file_udf import OUTPUT_MODES
+from sparkdl.param.shared import HasBatchSize, HasResizeMethod, SparkDLTypeConverters
 from sparkdl.transformers.tf_tensor import _quote, toTFInputGraph
 
 __all__ = ["TFImageTransformer"]
-
-OUTPUT_MODES = ("vector", "image")
 
 
 def _toGraph(value):
@@ -37,11 +36,7 @@ def _toChannelOrder(value):
     return value
 
 
-def _toOutputMode(value):
-    value = TypeConverters.toString(value)
-    if value not in OUTPUT_MODES:
-        raise ValueError(f"outputMode must be one of {list(OUTPUT_MODES)}, got {value!r}")
-    return value
+_toOutputMode = SparkDLTypeConverters.oneOf("outputMode", OUTPUT_MODES)
 
 
 def _toOptionalString(value):

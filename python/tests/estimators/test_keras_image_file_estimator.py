@@ -166,6 +166,8 @@ def test_invalid_settings_fail_early(spark, pictures, cnn_file):
         KerasImageFileEstimator(kerasLoss="no_such_loss")
     with pytest.raises(ValueError, match="kerasFitParams has arguments"):
         KerasImageFileEstimator(kerasFitParams={"epochs": 1, "x": 3})
+    with pytest.raises(ValueError, match=r"outputMode must be one of \['vector', 'image'\], got 'vec'"):
+        KerasImageFileEstimator(outputMode="vec")
     with pytest.raises(ValueError, match="needs one-hot vector labels"):
         estimator(cnn_file, loss="categorical_crossentropy").fit(frame(spark, pictures["shapes"][:8]))
     with pytest.raises(TypeError, match="labelCol 'label' must be a one-hot ML vector"):
