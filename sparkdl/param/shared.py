@@ -32,6 +32,10 @@ class SparkDLTypeConverters:
         return convert
 
     @staticmethod
+    def toOptionalString(value):
+        return None if value is None else TypeConverters.toString(value)
+
+    @staticmethod
     def toCallable(value):
         if value is not None and not callable(value):
             raise TypeError(f"expected a function, got {type(value).__name__}")

@@ -33,12 +33,6 @@ def _toModelName(value):
     return getModelEntry(TypeConverters.toString(value)).name
 
 
-def _toWeights(value):
-    if value is None:
-        return None
-    return TypeConverters.toString(value)
-
-
 def _toScaleHint(value):
     value = TypeConverters.toString(value)
     if value not in SCALE_HINTS:
@@ -62,7 +56,7 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
     weights = Param(Params._dummy(), "weights",
                     "'imagenet' (Keras's cache/download on the driver, or the bundled package "
                     "for EfficientNetLite0), None (random init, seeded), or a local weights file",
-                    typeConverter=_toWeights)
+                    typeConverter=SparkDLTypeConverters.toOptionalString)
     scaleHint = Param(Params._dummy(), "scaleHint",
                       "how images are resized to the model's input size: " + ", ".join(SCALE_HINTS),
                       typeConverter=_toScaleHint)

@@ -3,12 +3,13 @@ import os
 
 from pyspark import keyword_only
 from pyspark.ml import Transformer
-from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param import Param, Params
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.sql import functions as F
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
 from sparkdl.engine.image_file_udf import OUTPUT_MODES
+from sparkdl.engine.savedmodel import CHANNEL_ORDERS
 from sparkdl.param.shared import HasBatchSize, HasResizeMethod, SparkDLTypeConverters
 from sparkdl.transformers.tf_tensor import _quote, toTFInputGraph
 
@@ -27,20 +28,8 @@ def _toGraph(value):
     return TFInputGraph.fromFunction(value)
 
 
-def _toChannelOrder(value):
-    from sparkdl.engine.savedmodel import CHANNEL_ORDERS
-
-    value = TypeConverters.toString(value)
-    if value not in CHANNEL_ORDERS:
-        raise ValueError(f"channelOrder must be one of {sorted(CHANNEL_ORDERS)}, got {value!r}")
-    return value
-
-
+_toChannelOrder = SparkDLTypeConverters.oneOf("channelOrder", sorted(CHANNEL_ORDERS))
 _toOutputMode = SparkDLTypeConverters.oneOf("outputMode", OUTPUT_MODES)
-
-
-def _toOptionalString(value):
-    return None if value is None else TypeConverters.toString(value)
 
 
 class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, HasResizeMethod,
@@ -98,10 +87,10 @@ class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, H
                   typeConverter=_toGraph)
     inputTensor = Param(Params._dummy(), "inputTensor",
                         "signature input fed with the images (None: the only input)",
-                        typeConverter=_toOptionalString)
+                        typeConverter=SparkDLTypeConverters.toOptionalString)
     outputTensor = Param(Params._dummy(), "outputTensor",
                          "signature output returned (None: the only output)",
-                         typeConverter=_toOptionalString)
+                         typeConverter=SparkDLTypeConverters.toOptionalString)
     outputMode = Param(Params._dummy(), "outputMode",
                        "'vector' (ML vector of the flattened output) or 'image' (float32 image "
                        "struct)", typeConverter=_toOutputMode)
