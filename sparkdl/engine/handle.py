@@ -5,7 +5,8 @@ import tempfile
 import threading
 from collections import OrderedDict
 
-__all__ = ["ModelHandle", "modelToBytes", "modelFromBytes", "cachedHandle", "kerasModelBytes"]
+__all__ = ["ModelHandle", "modelToBytes", "modelFromBytes", "cachedHandle", "kerasModelBytes",
+           "relaxBatchDimension"]
 
 
 def modelToBytes(model):
@@ -27,6 +28,30 @@ def modelFromBytes(data, safeMode=True):
         with open(path, "wb") as f:
             f.write(data)
         return keras.saving.load_model(path, compile=False, safe_mode=safeMode)
+
+
+def relaxBatchDimension(model):
+    """Run ``predict_on_batch`` on zero batches of 1 and 2 rows, so that Keras's predict
+    function is traced once for every batch size.
+
+    Keras traces it as a ``tf.function`` with ``reduce_retracing``: the first call traces for
+    its exact batch size and the first call with another size traces again, generalized to
+    any size. Without this, every worker paid that second trace (about 1 s for MobileNetV2)
+    at its first short batch, e.g. a partition's last rows. Models whose inputs have unknown
+    non-batch dimensions or non-numeric types are left alone.
+    """
+    import numpy as np
+
+    try:
+        specs = [(tuple(t.shape[1:]), np.dtype(t.dtype)) for t in model.inputs]
+    except (AttributeError, TypeError, ValueError):
+        return
+    if not specs or any(None in shape for shape, _ in specs) \
+            or any(dtype.kind not in "biuf" for _, dtype in specs):
+        return
+    for rows in (1, 2):
+        batch = [np.zeros((rows,) + shape, dtype) for shape, dtype in specs]
+        model.predict_on_batch(batch[0] if len(batch) == 1 else batch)
 
 
 class ModelHandle:
@@ -52,9 +77,13 @@ class ModelHandle:
         from sparkdl.engine import model_cache, runtime
 
         runtime.configure()
-        return model_cache.get(
-            self.key, lambda: modelFromBytes(self._broadcast.value, self.safeMode)
-        )
+
+        def loadModel():
+            model = modelFromBytes(self._broadcast.value, self.safeMode)
+            relaxBatchDimension(model)
+            return model
+
+        return model_cache.get(self.key, loadModel)
 
 
 _handles = OrderedDict()
