@@ -8,7 +8,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from sparkdl.image import imageIO
 
-__all__ = ["readImages", "decodeContentsUdf", "loadUrisUdf", "DECODE_CHUNK_ROWS"]
+__all__ = ["readImages", "decodeImagesUdf", "decodeErrorsUdf", "loadUrisUdf", "DECODE_CHUNK_ROWS"]
 
 #: Rows decoded per Arrow output batch: bounds the memory a task holds for decoded pixels
 #: (about 36 MB of 500x375 RGB images), however large Spark's input batches are.
@@ -25,17 +25,47 @@ def _finish(images, errors):
     return pa.StructArray.from_arrays([images, errors], names=["image", "error"])
 
 
-def decodeContentsUdf(targetSize=None, resizeMethod="bilinear"):
-    """Arrow UDF ``(origin, content) -> struct<image, error>`` decoding file bytes."""
+def decodeImagesUdf():
+    """Arrow UDF ``(origin, content) -> image struct`` decoding file bytes; an undecodable file
+    gives Spark's invalid-image row, a null content a null image.
 
-    @F.arrow_udf(_decodedType())
-    def decodeContents(batches: Iterator[Tuple[pa.Array, pa.Array]]) -> Iterator[pa.Array]:
+    Its output is the image column itself (not a field of a wider struct), so that Spark
+    chains a following Arrow UDF on that column, such as an inference stage's, into the same
+    Python worker: the decoded pixels then never travel through the JVM.
+    """
+
+    @F.arrow_udf(imageIO.imageSchema)
+    def decodeImages(batches: Iterator[Tuple[pa.Array, pa.Array]]) -> Iterator[pa.Array]:
         from sparkdl.image.arrow import decodeBatch, iterChunks
 
         for origins, contents in iterChunks(batches, DECODE_CHUNK_ROWS):
-            yield _finish(*decodeBatch(origins, contents, targetSize, resizeMethod))
+            yield decodeBatch(origins, contents)[0]
 
-    return decodeContents
+    return decodeImages
+
+
+def decodeErrorsUdf():
+    """Arrow UDF ``content -> reason`` (string): why the file bytes cannot be decoded, null
+    when they can or are null. :func:`readImages` feeds it only the bytes of invalid rows, so
+    the reason costs a second decode of bad files only."""
+
+    @F.arrow_udf(StringType())
+    def decodeErrors(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from sparkdl.image.imageIO import DecodeError, decodeToPIL
+
+        def reason(raw):
+            if raw is None:
+                return None
+            try:
+                decodeToPIL(raw)
+            except DecodeError as e:
+                return str(e)
+            return None
+
+        for contents in batches:
+            yield pa.array([reason(raw) for raw in contents.to_pylist()], pa.string())
+
+    return decodeErrors
 
 
 def loadUrisUdf(loader=None, targetSize=None, resizeMethod="bilinear"):
@@ -85,6 +115,13 @@ def readImages(
     :param errorCol: name of the column with the reason a row is invalid (null when valid).
     :return: DataFrame with columns ``image`` and ``errorCol``.
 
+    With the default ``dropInvalid=False``, the ``image`` column is the decoding UDF's own
+    output, so an inference stage applied to it (e.g. :class:`sparkdl.DeepImageFeaturizer`)
+    runs in the same Python worker as the decoding whenever the pixels are not selected
+    themselves: they then never travel through the JVM. Prefer ``dropInvalid=True`` to a
+    filter on ``image`` or ``errorCol``: Spark moves such a filter below the decoding, which
+    then runs twice.
+
     >>> from sparkdl import readImages
     >>> df = readImages("python/tests/resources/images", pathGlobFilter="*.png")
     >>> df.select("image.origin", "image.height", "image.width", "error").show()  # doctest: +SKIP
@@ -105,10 +142,30 @@ def readImages(
         files = files.sample(withReplacement=False, fraction=float(sampleRatio), seed=seed)
     if numPartitions is not None:
         files = files.repartition(int(numPartitions))
-    decoded = files.select(decodeContentsUdf()("path", "content").alias("_decoded"))
-    df = decoded.select(
-        F.col("_decoded.image").alias("image"), F.col("_decoded.error").alias(errorCol)
-    )
     if dropInvalid:
-        df = df.filter(F.col(errorCol).isNull())
-    return df
+        # Decode and drop in one step: Spark's optimizer pushes a filter on a decoded column
+        # below the decoding projection, copying the UDF, and every file was decoded twice.
+        schema = StructType([StructField("image", imageIO.imageSchema, True),
+                             StructField(errorCol, StringType(), True)])
+        return files.mapInArrow(_decodeDroppingInvalid(schema.names), schema)
+    images = files.select(decodeImagesUdf()("path", "content").alias("image"), "content")
+    invalidContent = F.when(F.col("image.height") < 0, F.col("content"))
+    return images.select("image", decodeErrorsUdf()(invalidContent).alias(errorCol))
+
+
+def _decodeDroppingInvalid(names):
+    """``mapInArrow`` function: (path, content) batches -> (image, error) batches without the
+    undecodable files."""
+
+    def decodeDroppingInvalid(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.compute as pc
+
+        from sparkdl.image.arrow import decodeBatch, iterChunks
+
+        columns = ((batch.column(0), batch.column(1)) for batch in batches)
+        for origins, contents in iterChunks(columns, DECODE_CHUNK_ROWS):
+            images, errors = decodeBatch(origins, contents)
+            keep = pc.is_null(errors)
+            yield pa.RecordBatch.from_arrays([images.filter(keep), errors.filter(keep)], names=names)
+
+    return decodeDroppingInvalid

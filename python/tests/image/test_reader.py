@@ -74,9 +74,26 @@ def test_invalid_files_keep_a_row_with_the_reason(spark, mixed_dir):
         assert rows[name].error is None and rows[name].image.height == fixtures.HEIGHT
 
 
+def decode_runs(df):
+    """How many times the physical plan runs a decoding step."""
+    plan = df._jdf.queryExecution().executedPlan().toString()
+    return plan.count("decodeImages(") + plan.count("decodeDroppingInvalid(")
+
+
 def test_drop_invalid(spark, mixed_dir):
-    names = sorted(by_name(readImages(mixed_dir, dropInvalid=True).collect()))
+    df = readImages(mixed_dir, dropInvalid=True)
+    names = sorted(by_name(df.collect()))
     assert names == ["good.png", "nested.png", "really_a_png.jpg"]
+    assert df.filter("error is not null").count() == 0
+    # A filter on a decoded column is pushed below the decoding by Spark, which copied it.
+    assert decode_runs(df) == 1
+
+
+def test_each_file_is_decoded_once(spark, mixed_dir):
+    df = readImages(mixed_dir)
+    assert decode_runs(df) == 1
+    assert decode_runs(df.select("error")) == 1
+    assert decode_runs(df.select("image.origin", "image.height")) == 1
 
 
 def test_listing_options(spark, mixed_dir):

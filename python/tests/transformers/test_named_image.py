@@ -233,3 +233,22 @@ def test_file_bytes_and_uris_featurize_like_image_structs(spark, tmp_path):
     for path, features in structs.items():
         np.testing.assert_allclose(from_bytes[path].toArray(), features.toArray(), atol=1e-6)
         np.testing.assert_allclose(from_uris[path].toArray(), features.toArray(), atol=1e-6)
+
+
+def test_featurizer_on_read_images_decodes_in_its_own_worker(spark, tmp_path):
+    """Selecting only the features, Spark chains readImages' decoding UDF and the featurizer's
+    into one Python worker (the pixels never cross the JVM); results equal the unchained plan."""
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    images = readImages([samplesDir(), str(tmp_path)], pathGlobFilter="*.jpg")
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="f", modelName="MobileNetV3Small",
+                                     weights=None, batchSize=2)
+    chained = featurizer.transform(images).select("f")
+    plan = chained._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("ArrowEvalPython") == 1 and "predictImages(decodeImages(" in plan, plan
+    unchained = featurizer.transform(images).select("image.origin", "image.height", "f")
+    plan = unchained._jdf.queryExecution().executedPlan().toString()
+    assert "predictImages(decodeImages(" not in plan and plan.count("decodeImages(") == 1, plan
+    expected = sorted((r.f is None, r.f and r.f.toArray().tolist()) for r in unchained.collect())
+    got = sorted((r.f is None, r.f and r.f.toArray().tolist()) for r in chained.collect())
+    assert len(got) == 4 and sum(none for none, _ in got) == 1
+    np.testing.assert_allclose([v for _, v in got if v], [v for _, v in expected if v], atol=1e-6)

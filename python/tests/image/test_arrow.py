@@ -1,0 +1,20 @@
+"""sparkdl.image.arrow helpers that need no Spark."""
+import pyarrow as pa
+
+from sparkdl.image.arrow import iterChunks
+
+
+def test_iter_chunks_splits_and_merges_to_the_size():
+    batches = [pa.array(range(0, 5)), pa.array(range(5, 7)), pa.array([], pa.int64()),
+               pa.array(range(7, 18))]
+    chunks = [c.to_pylist() for c in iterChunks(iter(batches), 4)]
+    assert chunks == [list(range(i, min(i + 4, 18))) for i in range(0, 18, 4)]
+
+
+def test_iter_chunks_keeps_columns_of_a_tuple_together():
+    structs = pa.StructArray.from_arrays([pa.array([1, 2, 3]), pa.array([b"a", b"bb", b"c"])],
+                                         names=["h", "data"])
+    batches = [(structs.slice(1), pa.array(["x", "y"])), (structs, pa.array(["p", "q", "r"]))]
+    chunks = [(s.to_pylist(), o.to_pylist()) for s, o in iterChunks(iter(batches), 3)]
+    assert [o for _, o in chunks] == [["x", "y", "p"], ["q", "r"]]
+    assert [[row["data"] for row in s] for s, _ in chunks] == [[b"bb", b"c", b"a"], [b"bb", b"c"]]
