@@ -44,3 +44,28 @@ def test_an_evicted_model_is_freed_despite_its_cycles():
     model_cache.get("c", lambda: Model("c"))  # evicts "a" (MAX_MODELS = 2)
     assert evicted() is None
     assert model_cache.get("c", lambda: Model("c2")).name == "c"
+
+
+def test_relaxed_predict_function_serves_every_batch_size_without_retracing():
+    import keras
+    import numpy as np
+
+    from sparkdl.engine.handle import relaxBatchDimension
+
+    def model():
+        return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),
+                                 keras.layers.GlobalAveragePooling2D()])
+
+    relaxed, plain = model(), model()
+    relaxBatchDimension(relaxed)
+    traces = relaxed.predict_function.experimental_get_tracing_count()
+    for rows in (5, 3, 7):
+        relaxed.predict_on_batch(np.zeros((rows, 8, 8, 3), np.float32))
+        plain.predict_on_batch(np.zeros((rows, 8, 8, 3), np.float32))
+    assert relaxed.predict_function.experimental_get_tracing_count() == traces == 2
+    # Without it, the second batch size traces again, in the middle of a job.
+    assert plain.predict_function.experimental_get_tracing_count() == 2
+    # Inputs with unknown non-batch sizes are left alone (no predict function is made).
+    ragged = keras.Sequential([keras.Input((None, 3)), keras.layers.Dense(2)])
+    relaxBatchDimension(ragged)
+    assert getattr(ragged, "predict_function", None) is None
