@@ -213,8 +213,10 @@ def _loadUdf(loader):
     def load(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         import numpy as np
 
+        from sparkdl.engine.model_cache import freezeWorkerHeap
         from sparkdl.image.arrow import iterChunks
 
+        freezeWorkerHeap()
         for uris in iterChunks(batches, 64):
             xs, errors = [], []
             for uri in uris.to_pylist():

@@ -36,8 +36,10 @@ def decodeImagesUdf():
 
     @F.arrow_udf(imageIO.imageSchema)
     def decodeImages(batches: Iterator[Tuple[pa.Array, pa.Array]]) -> Iterator[pa.Array]:
+        from sparkdl.engine.model_cache import freezeWorkerHeap
         from sparkdl.image.arrow import decodeBatch, iterChunks
 
+        freezeWorkerHeap()
         for origins, contents in iterChunks(batches, DECODE_CHUNK_ROWS):
             yield decodeBatch(origins, contents)[0]
 
@@ -51,7 +53,10 @@ def decodeErrorsUdf():
 
     @F.arrow_udf(StringType())
     def decodeErrors(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from sparkdl.engine.model_cache import freezeWorkerHeap
         from sparkdl.image.imageIO import DecodeError, decodeToPIL
+
+        freezeWorkerHeap()
 
         def reason(raw):
             if raw is None:
@@ -74,8 +79,10 @@ def loadUrisUdf(loader=None, targetSize=None, resizeMethod="bilinear"):
 
     @F.arrow_udf(_decodedType())
     def loadUris(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from sparkdl.engine.model_cache import freezeWorkerHeap
         from sparkdl.image.arrow import iterChunks, loadBatch
 
+        freezeWorkerHeap()
         for uris in iterChunks(batches, DECODE_CHUNK_ROWS):
             yield _finish(*loadBatch(uris, loader, targetSize, resizeMethod))
 
@@ -160,8 +167,10 @@ def _decodeDroppingInvalid(names):
     def decodeDroppingInvalid(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
 
+        from sparkdl.engine.model_cache import freezeWorkerHeap
         from sparkdl.image.arrow import decodeBatch, iterChunks
 
+        freezeWorkerHeap()
         columns = ((batch.column(0), batch.column(1)) for batch in batches)
         for origins, contents in iterChunks(columns, DECODE_CHUNK_ROWS):
             images, errors = decodeBatch(origins, contents)
