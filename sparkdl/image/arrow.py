@@ -105,12 +105,11 @@ def _arrayToStructFields(arr):
     return row.height, row.width, row.nChannels, row.mode, bytes(row.data)
 
 
-def decodeBatch(origins, contents, targetSize=None, resizeMethod="bilinear"):
+def decodeBatch(origins, contents):
     """Decode a batch of image files.
 
     :param origins: Arrow string array of origins (URIs).
     :param contents: Arrow binary array of file bytes (null -> null image).
-    :param targetSize: optional ``(height, width)`` to resize every image to.
     :return: ``(images, errors)``: a StructArray of image structs (Spark's invalid-image row
         for undecodable files) and a string array with the reason for each invalid one.
     """
@@ -122,10 +121,7 @@ def decodeBatch(origins, contents, targetSize=None, resizeMethod="bilinear"):
             out.null(i)
             continue
         try:
-            img = imageIO.decodeToPIL(raw)
-            if targetSize is not None:
-                img = imageIO.resizeImage(img, targetSize, resizeMethod)
-            out.set(i, origins[i], *imageIO.pilToStructFields(img))
+            out.set(i, origins[i], *imageIO.decodeImage(raw))
         except imageIO.DecodeError as e:
             out.invalid(i, origins[i], str(e))
     return out.finish()

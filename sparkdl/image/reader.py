@@ -15,9 +15,9 @@ __all__ = ["readImages", "decodeImagesUdf", "decodeErrorsUdf", "loadUrisUdf", "D
 DECODE_CHUNK_ROWS = 64
 
 
-def _decodedType():
+def _decodedType(errorCol="error"):
     return StructType(
-        [StructField("image", imageIO.imageSchema, True), StructField("error", StringType(), True)]
+        [StructField("image", imageIO.imageSchema, True), StructField(errorCol, StringType(), True)]
     )
 
 
@@ -54,21 +54,11 @@ def decodeErrorsUdf():
     @F.arrow_udf(StringType())
     def decodeErrors(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sparkdl.engine.model_cache import freezeWorkerHeap
-        from sparkdl.image.imageIO import DecodeError, decodeToPIL
+        from sparkdl.image.arrow import decodeBatch
 
         freezeWorkerHeap()
-
-        def reason(raw):
-            if raw is None:
-                return None
-            try:
-                decodeToPIL(raw)
-            except DecodeError as e:
-                return str(e)
-            return None
-
         for contents in batches:
-            yield pa.array([reason(raw) for raw in contents.to_pylist()], pa.string())
+            yield decodeBatch(pa.nulls(len(contents), pa.string()), contents)[1]
 
     return decodeErrors
 
@@ -152,8 +142,7 @@ def readImages(
     if dropInvalid:
         # Decode and drop in one step: Spark's optimizer pushes a filter on a decoded column
         # below the decoding projection, copying the UDF, and every file was decoded twice.
-        schema = StructType([StructField("image", imageIO.imageSchema, True),
-                             StructField(errorCol, StringType(), True)])
+        schema = _decodedType(errorCol)
         return files.mapInArrow(_decodeDroppingInvalid(schema.names), schema)
     images = files.select(decodeImagesUdf()("path", "content").alias("image"), "content")
     invalidContent = F.when(F.col("image.height") < 0, F.col("content"))

@@ -33,11 +33,7 @@ def _toModelName(value):
     return getModelEntry(TypeConverters.toString(value)).name
 
 
-def _toScaleHint(value):
-    value = TypeConverters.toString(value)
-    if value not in SCALE_HINTS:
-        raise ValueError(f"unknown scaleHint {value!r}; supported: {sorted(SCALE_HINTS)}")
-    return value
+_toScaleHint = SparkDLTypeConverters.oneOf("scaleHint", SCALE_HINTS)
 
 
 def _toPooling(value):
