@@ -448,7 +448,7 @@ def createResizeImageUDF(size, method="bilinear"):
     >>> df.select(resize("image").alias("image"))                             # doctest: +SKIP
 
     :param size: ``(height, width)``.
-    :param method: one of :data:`RESIZE_METHODS`.
+    :param method: a key of ``sparkdl.image.imageIO.RESIZE_METHODS`` (Pillow filters).
     :return: a UDF ``image struct -> image struct``.
     """
     from pyspark.sql import functions as F
