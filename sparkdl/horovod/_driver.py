@@ -147,16 +147,19 @@ class Coordinator:
     :param deadline: ``time.monotonic()`` by which they must have, if start-up began earlier.
     :param rendezvous_host: the driver address the ranks reach Horovod's rendezvous server by.
     :param describe_wait: ``() -> str`` saying what start-up may be waiting for (slots...).
+    :param emit: ``(text, stream) -> None`` for the ranks' output lines (``stream`` is
+        ``"stdout"`` or ``"stderr"``); printed on this process's by default.
     """
 
     def __init__(self, service, np, backend, start_timeout, rendezvous_host,
-                 describe_wait=None, deadline=None):
+                 describe_wait=None, deadline=None, emit=None):
         self.service = service
         self.np = np
         self.backend = backend
         self.start_timeout = start_timeout
         self.rendezvous_host = rendezvous_host
         self.describe_wait = describe_wait
+        self.emit = emit or _print_line
         self.deadline = deadline if deadline is not None else time.monotonic() + start_timeout
         self.conns = {}  # slot -> Connection, every supervisor that said hello
         self.ranks = {}  # Connection -> rank
@@ -298,10 +301,10 @@ class Coordinator:
             elif kind == "msg":
                 mtype = message.get("type")
                 if mtype == "out":
-                    _print_line(f"[{rank}]<{message['stream']}>:{message['line']}",
-                                message["stream"])
+                    self.emit(f"[{rank}]<{message['stream']}>:{message['line']}",
+                              message["stream"])
                 elif mtype == "log":
-                    _print_line(f"[{rank}]<log>:{message['message']}", "stdout")
+                    self.emit(f"[{rank}]<log>:{message['message']}", "stdout")
                 elif mtype == "done":
                     done.add(rank)
                 elif mtype == "failed":

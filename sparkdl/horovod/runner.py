@@ -116,6 +116,11 @@ class HorovodRunner:
         backend = _resolve_backend(self.backend)
         if self.num_processor < 0:
             return _run_local(-self.num_processor, payload, backend, self)
+        session = _connect_session()
+        if session is not None:
+            from sparkdl.horovod import _connect
+
+            return _connect.run(session, self.num_processor, payload, backend, self)
         return _run_spark(self.num_processor, payload, backend, self)
 
 
@@ -259,6 +264,23 @@ def _value_of_rank0(data):
 
 
 # -- np >= 0: a Spark barrier job -------------------------------------------------------------
+def _connect_session():
+    """The active Spark Connect session when this process is a Connect client, else None."""
+    from pyspark.sql.utils import is_remote
+
+    if not is_remote():
+        return None
+    from pyspark.sql import SparkSession
+
+    from sparkdl.utils.session import is_connect
+
+    session = SparkSession.getActiveSession()
+    if session is None or not is_connect(session):
+        raise RuntimeError("HorovodRunner(np >= 0) on Spark Connect needs an active session: "
+                           "create it first with SparkSession.builder.remote(...).getOrCreate()")
+    return session
+
+
 def _spark_context():
     from pyspark import SparkContext
 
