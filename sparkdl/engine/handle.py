@@ -72,18 +72,42 @@ class ModelHandle:
         self.size = len(data)
         self._broadcast = SparkContext.getOrCreate().broadcast(data)
 
-    def load(self):
-        """The loaded Keras model (on an executor: from this worker's cache)."""
-        from sparkdl.engine import model_cache, runtime
+    runtime, precision = "tensorflow", "fp32"
 
-        runtime.configure()
+    def using(self, runtime="tensorflow", precision="fp32"):
+        """This handle, loading its model on ``runtime`` at ``precision``
+        (:mod:`sparkdl.engine.runtimes`)."""
+        import copy
+
+        view = copy.copy(self)
+        view.runtime, view.precision = runtime, precision
+        return view
+
+    def load(self):
+        """The worker's :class:`~sparkdl.engine.runtimes.Predictor` of the model on this
+        handle's runtime (on an executor: from this worker's cache)."""
+        from sparkdl.engine import model_cache, runtime, runtimes
+
+        settings = runtime.configure()
 
         def loadModel():
             model = modelFromBytes(self._broadcast.value, self.safeMode)
             relaxBatchDimension(model)
             return model
 
-        return model_cache.get(self.key, loadModel)
+        def compiled():
+            return runtimes.compileModel(
+                loadModel, self.runtime, self.precision, threads=settings["cpus"],
+                gpus=settings["gpus"], key=self.key)
+
+        return model_cache.get(self.cacheKey, compiled)
+
+    @property
+    def cacheKey(self):
+        """The worker cache's key: the content hash, plus the runtime unless TensorFlow fp32."""
+        if (self.runtime, self.precision) == ("tensorflow", "fp32"):
+            return self.key
+        return f"{self.key}:{self.runtime}:{self.precision}"
 
 
 _handles = OrderedDict()

@@ -82,7 +82,7 @@ def _predictByShape(model, inputs):
         groups.setdefault(arr.shape, []).append(i)
     outputs = {}
     for rows in groups.values():
-        out = model.predict_on_batch(np.stack([inputs[i] for i in rows]))
+        out = model.predict(np.stack([inputs[i] for i in rows]))
         out = np.asarray(out, np.float32)
         for j, i in enumerate(rows):
             outputs[i] = out[j]

@@ -136,7 +136,7 @@ def imageModelUdf(handle, inputSize, preprocess=None, resizeMethod="bilinear", b
             tensor, validRows = imagesToTensor(chunk, inputSize, resizeMethod)
             out = np.zeros((0, 0), np.float32)
             if len(validRows):
-                out = model.predict_on_batch(prep(tensor) if prep else tensor)
+                out = model.predict(prep(tensor) if prep else tensor)
                 out = np.asarray(out, np.float32).reshape(len(validRows), -1)
             if postprocess is None:
                 yield listArray(out, validRows, len(chunk))

@@ -349,7 +349,7 @@ def tensorModelUdf(handle, inputs, batchSize=None, names=None):
             tensors, rows = _chunkTensors(columns, inputs, names)
             out = np.zeros((0, 0), np.float32)
             if len(rows):
-                out = model.predict_on_batch(tensors if len(tensors) > 1 else tensors[0])
+                out = model.predict(tensors if len(tensors) > 1 else tensors[0])
                 if isinstance(out, (list, tuple, dict)):
                     raise ValueError("the model returned several outputs; sparkdl needs a "
                                      "single-output model")

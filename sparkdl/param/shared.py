@@ -258,6 +258,13 @@ class HasRuntime(Params):
         "inference precision: 'fp32' or 'bf16' (OpenVINO on CPUs with bfloat16 only)",
         typeConverter=SparkDLTypeConverters.oneOf("precision", PRECISIONS))
 
+    def __init__(self):
+        super().__init__()
+        # TensorFlow by default: results bit-identical to Keras and no conversion, whose
+        # cost (once per machine and model) outweighs the gain on small jobs; see
+        # docs/guide/runtimes.rst for the measurements.
+        self._setDefault(runtime="tensorflow", precision="fp32")
+
     def setRuntime(self, value):
         return self._set(runtime=value)
 

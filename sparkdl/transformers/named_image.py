@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType
 
 from sparkdl.engine.image_udf import withVectorColumn
-from sparkdl.param.shared import HasBatchSize, SparkDLTypeConverters
+from sparkdl.param.shared import HasBatchSize, HasRuntime, SparkDLTypeConverters
 
 __all__ = ["DeepImageFeaturizer", "DeepImagePredictor", "SCALE_HINTS"]
 
@@ -45,7 +45,7 @@ def _toPooling(value):
     return value
 
 
-class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
+class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize, HasRuntime):
     modelName = Param(Params._dummy(), "modelName",
                       "name of a model in sparkdl's registry (as in keras.applications)",
                       typeConverter=_toModelName)
@@ -114,6 +114,7 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
                                            pooling=pooling))
 
         handle = cachedHandle(("registry", entry.name, weights, includeTop, pooling), build)
+        handle = handle.using(self.getRuntime(), self.getPrecision())
         return imageModelUdf(handle, entry.inputSize, entry.preprocess,
                              resizeMethod=SCALE_HINTS[self.getScaleHint()],
                              batchSize=self.getBatchSize(), returnType=returnType,
@@ -155,7 +156,7 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
     @keyword_only
     def __init__(self, inputCol=None, outputCol=None, modelName=None,
                  scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
-                 weights="imagenet"):
+                 weights="imagenet", runtime="tensorflow", precision="fp32"):
         super().__init__()
         self._setDefault(scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
                          weights="imagenet")
@@ -164,7 +165,7 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
     @keyword_only
     def setParams(self, inputCol=None, outputCol=None, modelName=None,
                   scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
-                  weights="imagenet"):
+                  weights="imagenet", runtime="tensorflow", precision="fp32"):
         """Sets params for this DeepImageFeaturizer."""
         return self._set(**self._input_kwargs)
 
@@ -242,7 +243,8 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
 
     @keyword_only
     def __init__(self, inputCol=None, outputCol=None, modelName=None, decodePredictions=False,
-                 topK=5, scaleHint="SCALE_AREA_AVERAGING", batchSize=64, weights="imagenet"):
+                 topK=5, scaleHint="SCALE_AREA_AVERAGING", batchSize=64, weights="imagenet",
+                 runtime="tensorflow", precision="fp32"):
         super().__init__()
         self._setDefault(decodePredictions=False, topK=5, scaleHint="SCALE_AREA_AVERAGING",
                          batchSize=64, weights="imagenet")
@@ -250,7 +252,8 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
 
     @keyword_only
     def setParams(self, inputCol=None, outputCol=None, modelName=None, decodePredictions=False,
-                  topK=5, scaleHint="SCALE_AREA_AVERAGING", batchSize=64, weights="imagenet"):
+                  topK=5, scaleHint="SCALE_AREA_AVERAGING", batchSize=64, weights="imagenet",
+                  runtime="tensorflow", precision="fp32"):
         """Sets params for this DeepImagePredictor."""
         return self._set(**self._input_kwargs)
 
