@@ -69,14 +69,3 @@ def test_relaxed_predict_function_serves_every_batch_size_without_retracing():
     ragged = keras.Sequential([keras.Input((None, 3)), keras.layers.Dense(2)])
     relaxBatchDimension(ragged)
     assert getattr(ragged, "predict_function", None) is None
-
-
-def test_freeze_worker_heap_freezes_once():
-    model_cache.clear()
-    assert gc.get_freeze_count() == 0
-    model_cache.freezeWorkerHeap()
-    frozen = gc.get_freeze_count()
-    assert frozen > 0
-    kept = [object() for _ in range(10)]  # noqa: F841  (new objects stay collectable)
-    model_cache.freezeWorkerHeap()
-    assert gc.get_freeze_count() == frozen

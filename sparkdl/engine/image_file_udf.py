@@ -152,7 +152,7 @@ def imageFileModelUdf(handle, imageLoader, inputShape=None, outputMode="vector",
     @arrow_udf(_resultType(outputMode))
     def predictFiles(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sparkdl.engine.image_file_udf import _imageArray, _listArray, _modelInput, _predictByShape
-        from sparkdl.image.arrow import iterChunks
+        from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         for chunk in iterChunks(batches, batchSize):
@@ -229,7 +229,7 @@ def imagePreprocessorModelUdf(handle, preprocessor, inputShape=None, batchSize=6
     @arrow_udf("array<float>")
     def predictPreprocessed(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sparkdl.engine.image_file_udf import _listArray, _modelInput, _predictByShape, _rgbImages
-        from sparkdl.image.arrow import iterChunks
+        from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         for chunk in iterChunks(batches, batchSize):

@@ -128,7 +128,7 @@ def imageModelUdf(handle, inputSize, preprocess=None, resizeMethod="bilinear", b
     @arrow_udf(returnType)
     def predictImages(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sparkdl.engine.image_udf import imagesToTensor, listArray, resolve
-        from sparkdl.image.arrow import iterChunks
+        from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         prep = resolve(preprocess)
@@ -154,21 +154,3 @@ def resolve(dottedPath):
 
     module, _, name = dottedPath.rpartition(".")
     return getattr(importlib.import_module(module), name)
-
-
-def withVectorColumn(dataset, outputCol, arrayColumn):
-    """``dataset`` with ``outputCol`` = the ``array<float>`` column as an ML DenseVector.
-
-    The array is materialized once in a temporary column (so the UDF runs once) and null rows
-    stay null (``array_to_vector`` alone fails on nulls).
-    """
-    from pyspark.ml.functions import array_to_vector
-    from pyspark.sql import functions as F
-
-    tmp = f"__sparkdl_{outputCol}_array"
-    return (
-        dataset.withColumn(tmp, arrayColumn)
-        .withColumn(outputCol, F.when(F.col(tmp).isNull(), F.lit(None))
-                    .otherwise(array_to_vector(F.col(tmp))))
-        .drop(tmp)
-    )

@@ -456,7 +456,7 @@ def signatureUdf(handle, inputs, outputs, batchSize=256):
 
     def run(batches):
         from sparkdl.engine.savedmodel import _ArrayFeed, _listFromPieces, _runChunk
-        from sparkdl.image.arrow import iterChunks
+        from sparkdl.utils.worker import iterChunks
 
         signature = handle.load()
         for chunk in iterChunks(batches, batchSize):
@@ -570,7 +570,7 @@ def imageSignatureUdf(handle, inputName, outputName, channelOrder, size=None,
     def runImages(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sparkdl.engine.savedmodel import (_ImageFeed, _imageStructs, _listFromPieces,
                                                _runChunk)
-        from sparkdl.image.arrow import iterChunks
+        from sparkdl.utils.worker import iterChunks
 
         signature = handle.load()
         for chunk in iterChunks(batches, batchSize):

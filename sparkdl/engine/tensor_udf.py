@@ -337,7 +337,7 @@ def tensorModelUdf(handle, inputs, batchSize=None, names=None):
 
     def run(batches):
         from sparkdl.engine.image_udf import listArray
-        from sparkdl.image.arrow import iterChunks
+        from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         for chunk in iterChunks(batches, batchSize):

@@ -10,7 +10,6 @@ from sparkdl.image import imageIO
 
 __all__ = [
     "IMAGE_ARROW_TYPE",
-    "iterChunks",
     "decodeBatch",
     "loadBatch",
     "structArrayFromImages",
@@ -26,33 +25,6 @@ IMAGE_ARROW_TYPE = pa.struct(
         ("data", pa.binary()),
     ]
 )
-
-
-def iterChunks(batches, size):
-    """Re-cut an iterator of Arrow batches (an array or a tuple of arrays) into chunks of
-    ``size`` rows (the last may be smaller): large batches are split, which bounds the memory
-    of a UDF whose output is larger than its input, and small ones merged, so that a model
-    sees full batches whatever the upstream cut (e.g. a chained decode UDF's chunks)."""
-    pending, rows, isTuple = [], 0, False
-
-    def emit():
-        arrays = pending[0] if len(pending) == 1 else tuple(
-            pa.concat_arrays([part[k] for part in pending]) for k in range(len(pending[0])))
-        return arrays if isTuple else arrays[0]
-
-    for batch in batches:
-        isTuple = isinstance(batch, tuple)
-        arrays = batch if isTuple else (batch,)
-        n, start = len(arrays[0]), 0
-        while start < n:
-            take = min(size - rows, n - start)
-            pending.append(tuple(a.slice(start, take) for a in arrays))
-            rows, start = rows + take, start + take
-            if rows == size:
-                yield emit()
-                pending, rows = [], 0
-    if pending:
-        yield emit()
 
 
 class _Builder:

@@ -9,8 +9,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType
 
-from sparkdl.engine.image_udf import withVectorColumn
 from sparkdl.param.shared import HasBatchSize, SparkDLTypeConverters
+from sparkdl.transformers.stage import checkColumn, withVectorColumn
 
 __all__ = ["DeepImageFeaturizer", "DeepImagePredictor", "SCALE_HINTS"]
 
@@ -84,14 +84,13 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
     def _validateInput(self, dataset):
         from sparkdl.image.imageIO import imageSchema, isImageSchema
 
+        from sparkdl.models.registry import supportedModelNames
+
         if not self.isDefined(self.modelName):
             raise ValueError("modelName must be set; supported: "
-                             + ", ".join(__import__("sparkdl.models.registry", fromlist=["x"])
-                                         .supportedModelNames()))
+                             + ", ".join(supportedModelNames()))
         col = self.getInputCol()
-        if col not in dataset.columns:
-            raise ValueError(f"inputCol {col!r} is not a column of the DataFrame {dataset.columns}")
-        dataType = dataset.schema[col].dataType
+        dataType = checkColumn(dataset, col, "inputCol")
         if not (isImageSchema(dataType) or isinstance(dataType, (BinaryType, StringType))):
             raise TypeError(f"inputCol {col!r} must be an image struct {imageSchema.simpleString()}"
                             " (see sparkdl.readImages), image file bytes (binary) or image URIs "

@@ -6,6 +6,7 @@ from pyspark.sql import functions as F
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
 from sparkdl.param.shared import HasBatchSize
+from sparkdl.transformers.stage import checkColumn, quoteColumn
 
 __all__ = ["TFTransformer", "toTFInputGraph"]
 
@@ -36,11 +37,6 @@ def _toMapping(what):
         return dict(value)
 
     return convert
-
-
-def _quote(col):
-    """A column name as an expression that Spark does not split at dots."""
-    return "`" + col.replace("`", "``") + "`"
 
 
 def _isInteger(dtype):
@@ -144,9 +140,7 @@ class TFTransformer(Transformer, HasBatchSize, SparkDLReadable, SparkDLWritable)
         feeds = []
         fed = {}
         for col, name in self.getInputMapping().items():
-            if col not in dataset.columns:
-                raise ValueError(f"inputMapping column {col!r} is not a column of the "
-                                 f"DataFrame; columns: {dataset.columns}")
+            checkColumn(dataset, col, "inputMapping column")
             info = graph.input(name, what=f"inputMapping {col!r} -> input")
             if name in fed:
                 raise ValueError(f"signature input {name!r} is fed by two columns, {fed[name]!r} "
@@ -215,7 +209,7 @@ class TFTransformer(Transformer, HasBatchSize, SparkDLReadable, SparkDLWritable)
                            [(name, sparkType) for name, _, sparkType in fetches],
                            batchSize=self.getBatchSize())
         tmp = f"__sparkdl_tf_{self.uid}"
-        out = dataset.withColumn(tmp, udf(*[F.col(_quote(col)) for col, _, _, _ in feeds]))
+        out = dataset.withColumn(tmp, udf(*[F.col(quoteColumn(col)) for col, _, _, _ in feeds]))
         out = out.withColumns({col: F.col(tmp).getField(f"_{i}")
                                for i, (_, col, _) in enumerate(fetches)})
         return out.drop(tmp)

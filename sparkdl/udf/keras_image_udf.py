@@ -11,7 +11,7 @@ def _handleForModel(kerasModelOrFile, safeMode):
     import keras
 
     from sparkdl.engine.handle import cachedHandle, kerasModelBytes, modelToBytes
-    from sparkdl.transformers.keras_image import checkKerasModelFile
+    from sparkdl.transformers.stage import checkKerasModelFile
 
     if isinstance(kerasModelOrFile, keras.Model):
         data = modelToBytes(kerasModelOrFile)
