@@ -50,7 +50,7 @@ def test_relaxed_predict_function_serves_every_batch_size_without_retracing():
     import keras
     import numpy as np
 
-    from sparkdl.engine.handle import relaxBatchDimension
+    from sparkdl.engine.shipping import relaxBatchDimension
 
     def model():
         return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),

@@ -331,11 +331,10 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
                                sum(skipped.values()), counts["rows"], skipped)
             for est in estimators:
                 est._checkLossForLabels(est.getKerasLoss(), kind)
-            modelBytes = self._kerasModelBytes()
+            handle = self._kerasModelHandle(spark)
             jobs = [(i, est.getKerasOptimizer(), est.getKerasLoss(), est.getKerasFitParams())
                     for i, est in enumerate(estimators)]
-            results = trainJobs(spark, jobs, modelBytes, self.getSafeMode(), storeDir, kind,
-                                self.getSeed(), numWorkers)
+            results = trainJobs(spark, jobs, handle, storeDir, kind, self.getSeed(), numWorkers)
         finally:
             if temporary:
                 shutil.rmtree(storeDir, ignore_errors=True)

@@ -22,6 +22,8 @@ def materialize(dataset, inputCol, labelCol, loader, storeDir):
     from pyspark.ml.functions import vector_to_array
     from pyspark.ml.linalg import VectorUDT
 
+    from sparkdl.engine.image_file_udf import loaderArraysUdf
+
     labelType = dataset.schema[labelCol].dataType
     if isinstance(labelType, VectorUDT):
         label, kind = vector_to_array(F.col(labelCol), "float32"), "onehot"
@@ -31,7 +33,7 @@ def materialize(dataset, inputCol, labelCol, loader, storeDir):
         raise TypeError(f"labelCol {labelCol!r} must be a one-hot ML vector (dense or sparse) "
                         f"or an integer class index, got {labelType.simpleString()}")
     loaded = dataset.select(
-        _loadUdf(loader)(F.col(inputCol)).alias("_loaded"), label.alias("label"),
+        loaderArraysUdf(loader)(F.col(inputCol)).alias("_loaded"), label.alias("label"),
         # a fixed split of the rows for validation_split, stable across epochs and tasks
         (F.abs(F.xxhash64(F.col(inputCol))) % 1000).cast("int").alias("fold"))
     # Small row groups keep a training task's read buffer small; "loaded" lets the counts
@@ -50,36 +52,6 @@ def materialize(dataset, inputCol, labelCol, loader, storeDir):
     counts = {k: int(v or 0) for k, v in counts.items()}
     counts["usable"] = counts["rows"] - counts["loaderErrors"] - counts["nullUris"] - counts["nullLabels"]
     return counts, kind
-
-
-def _loadUdf(loader):
-    from typing import Iterator
-
-    import pyarrow as pa
-
-    @F.arrow_udf("struct<x:array<float>,error:string>")
-    def load(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        import numpy as np
-
-        from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
-
-        freezeWorkerHeap()
-        for uris in iterChunks(batches, 64):
-            xs, errors = [], []
-            for uri in uris.to_pylist():
-                x = error = None
-                if uri is not None:
-                    try:
-                        x = np.asarray(loader(uri), np.float32).ravel()
-                    except Exception as e:  # the user's loader: keep the reason, skip the row
-                        error = f"imageLoader failed: {type(e).__name__}: {e}"
-                xs.append(x)
-                errors.append(error)
-            yield pa.StructArray.from_arrays(
-                [pa.array(xs, pa.list_(pa.float32())), pa.array(errors, pa.string())],
-                names=["x", "error"])
-
-    return load
 
 
 def usableRows(storeDir, validation, cut):

@@ -12,7 +12,7 @@ def _prepareTraining(modelBytes, safeMode, optimizer, loss, fitParams, seed, dis
     """Set up TensorFlow and compile the model; return (model, fit arguments, batch size,
     validation cut, shuffle)."""
     from sparkdl.engine import runtime
-    from sparkdl.engine.handle import modelFromBytes
+    from sparkdl.engine.shipping import modelFromBytes
 
     runtime.configure()
     import keras
@@ -45,7 +45,7 @@ def trainRank(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind, 
     :return: on rank 0, ``(weights as .keras bytes, history, {"workerRows", "stepsPerEpoch"})``;
         None on the other ranks.
     """
-    from sparkdl.engine.handle import modelToBytes
+    from sparkdl.engine.shipping import modelToBytes
     from sparkdl.estimators.store import shard, tfDataset, usableRows
 
     distributed = size > 1
@@ -151,12 +151,13 @@ def checkSlots(spark, numWorkers):
         check_cluster(spark.sparkContext, numWorkers, time.monotonic() + 600)
 
 
-def trainJobs(spark, jobs, modelBytes, safeMode, storeDir, kind, seed, numWorkers):
-    """Driver-side: train one model per job ``(index, optimizer, loss, fitParams)``.
+def trainJobs(spark, jobs, handle, storeDir, kind, seed, numWorkers):
+    """Driver-side: train one model per job ``(index, optimizer, loss, fitParams)``, starting
+    from the model of ``handle`` (:func:`sparkdl.engine.shipping.handleFor`).
 
-    With ``numWorkers == 1`` every job is one Spark task (all in parallel, the model bytes
-    broadcast once); with more, one HorovodRunner job per param map, one after another (each
-    takes ``numWorkers`` task slots at once).
+    With ``numWorkers == 1`` every job is one Spark task (all in parallel, reading the shipped
+    model); with more, one HorovodRunner job per param map, one after another (each takes
+    ``numWorkers`` task slots at once).
 
     :return: ``{index: trainRank's rank-0 result}``.
     """
@@ -166,17 +167,13 @@ def trainJobs(spark, jobs, modelBytes, safeMode, storeDir, kind, seed, numWorker
         results = {}
         for i, optimizer, loss, fitParams in jobs:
             runner = HorovodRunner(np=numWorkers, driver_log_verbosity="log_callback_only")
-            results[i] = runner.run(trainTask, modelBytes=modelBytes, safeMode=safeMode,
+            results[i] = runner.run(trainTask, modelBytes=handle.data(), safeMode=handle.safeMode,
                                     storeDir=storeDir, optimizer=optimizer, loss=loss,
                                     fitParams=fitParams, kind=kind, seed=seed)
         return results
-    bc = spark.sparkContext.broadcast(modelBytes)
-
     def run(job):
         i, optimizer, loss, fitParams = job
-        return i, trainRank(bc.value, safeMode, storeDir, optimizer, loss, fitParams, kind, seed)
+        return i, trainRank(handle.data(), handle.safeMode, storeDir, optimizer, loss,
+                            fitParams, kind, seed)
 
-    try:
-        return dict(spark.sparkContext.parallelize(jobs, len(jobs)).map(run).collect())
-    finally:
-        bc.unpersist()
+    return dict(spark.sparkContext.parallelize(jobs, len(jobs)).map(run).collect())

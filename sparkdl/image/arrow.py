@@ -12,7 +12,7 @@ __all__ = [
     "IMAGE_ARROW_TYPE",
     "decodeBatch",
     "loadBatch",
-    "structArrayFromImages",
+    "structArray",
 ]
 
 IMAGE_ARROW_TYPE = pa.struct(
@@ -53,18 +53,8 @@ class _Builder:
         self.valid[i] = False
 
     def finish(self):
-        images = pa.StructArray.from_arrays(
-            [
-                pa.array(self.origin, pa.string()),
-                pa.array(self.height),
-                pa.array(self.width),
-                pa.array(self.nChannels),
-                pa.array(self.mode),
-                pa.array(self.data, pa.binary()),
-            ],
-            fields=list(IMAGE_ARROW_TYPE),
-            mask=pa.array(~self.valid),
-        )
+        images = structArray(self.origin, self.height, self.width, self.nChannels, self.mode,
+                             self.data, nulls=~self.valid)
         return images, pa.array(self.error, pa.string())
 
 
@@ -137,9 +127,16 @@ def loadBatch(uris, loader=None, targetSize=None, resizeMethod="bilinear"):
     return out.finish()
 
 
-def structArrayFromImages(images):
-    """Arrow StructArray from a list of image struct rows/dicts (``None`` -> null)."""
-    return pa.array(
-        [None if r is None else (r.asDict() if hasattr(r, "asDict") else dict(r)) for r in images],
-        IMAGE_ARROW_TYPE,
-    )
+def structArray(origins, heights, widths, nChannels, modes, data, nulls=None):
+    """sparkdl's one builder of image-struct columns: an Arrow ``StructArray`` of
+    :data:`IMAGE_ARROW_TYPE` from its columns (Arrow arrays, numpy arrays or lists; ``data``
+    holds each row's bytes in the struct's order), with the rows of the bool mask ``nulls``
+    null."""
+    def column(values, arrowType):
+        return values if isinstance(values, pa.Array) else pa.array(values, arrowType)
+
+    return pa.StructArray.from_arrays(
+        [column(origins, pa.string()), column(heights, pa.int32()), column(widths, pa.int32()),
+         column(nChannels, pa.int32()), column(modes, pa.int32()), column(data, pa.binary())],
+        fields=list(IMAGE_ARROW_TYPE),
+        mask=None if nulls is None else pa.array(np.asarray(nulls, bool)))

@@ -6,9 +6,9 @@ from pyspark.sql import functions as F
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
 from sparkdl.param.shared import HasBatchSize, HasErrorCol, HasImageLoader
-from sparkdl.transformers.stage import (HasKerasModel, HasOutputMode, checkKerasModelFile,
-                                        checkNewColumns, checkStringColumn, toOutputMode,
-                                        withVectorColumn)
+from sparkdl.transformers.stage import (HasKerasModel, HasOutputMode, checkImageModel,
+                                        checkKerasModelFile, checkNewColumns, checkStringColumn,
+                                        toOutputMode, withVectorColumn)
 
 __all__ = ["KerasImageFileTransformer"]
 
@@ -86,40 +86,22 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
 
     def _inputShape(self, handle):
         """The model's input shape (no batch dim), checked to be an image's; None if unknown."""
-        from sparkdl.engine.image_file_udf import formatShape, modelSignature
+        from sparkdl.engine.image_file_udf import formatShape, modelShapes
 
-        try:
-            signature = modelSignature(handle)
-        except ValueError as e:  # carried model bytes holding Lambda bytecode, safeMode=True
-            if self.getSafeMode() and "safe_mode" in str(e):
-                raise ValueError(
-                    "the stage's model holds Python bytecode (e.g. a Lambda layer), which Keras "
-                    "refuses to load with safe_mode=True. If you trust it, set the stage's "
-                    f"safeMode param to False. Keras said: {e}") from e
-            raise
-        if signature is None:
-            return None
-        inputs, outputs = signature
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"modelFile's model has {len(inputs)} inputs and {len(outputs)} "
-                             "outputs; KerasImageFileTransformer needs one of each")
-        if len(inputs[0]) != 3:
-            raise ValueError(f"modelFile's model takes inputs of shape batch x "
-                             f"{formatShape(inputs[0])}; KerasImageFileTransformer needs "
-                             "images: batch x height x width x channels")
-        if self.getOutputMode() == "image":
-            out = outputs[0]
+        inputShape, out = checkImageModel(handle.inspect(modelShapes),
+                                          "KerasImageFileTransformer", "modelFile's model")
+        if self.getOutputMode() == "image" and out is not None:
             if len(out) not in (2, 3) or (len(out) == 3 and out[2] not in (1, 3, 4, None)):
                 raise ValueError(f"outputMode='image' needs a model output of batch x height x "
                                  f"width x channels (1, 3 or 4 channels); modelFile's model "
                                  f"gives batch x {formatShape(out)}")
-        return inputs[0]
+        return inputShape
 
     def _transform(self, dataset):
         from sparkdl.engine.image_file_udf import imageFileModelUdf
 
         self._validateParams(dataset)
-        handle = self._kerasModelHandle()
+        handle = self._kerasModelHandle(dataset.sparkSession)
         udf = imageFileModelUdf(handle, self.getImageLoader(), self._inputShape(handle),
                                 outputMode=self.getOutputMode(), batchSize=self.getBatchSize())
         tmp = f"__{self.uid}_result"

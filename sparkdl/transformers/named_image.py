@@ -96,23 +96,13 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
                             " (see sparkdl.readImages), image file bytes (binary) or image URIs "
                             f"(string), got {dataType.simpleString()}")
 
-    def _modelUdf(self, includeTop, pooling, returnType="array<float>", postprocess=None):
-        from sparkdl.engine.handle import cachedHandle, modelToBytes
+    def _modelUdf(self, spark, includeTop, pooling, returnType="array<float>", postprocess=None):
         from sparkdl.engine.image_udf import imageModelUdf
-        from sparkdl.models.registry import buildModel, getModelEntry
+        from sparkdl.engine.shipping import handleFor, registryModel
+        from sparkdl.models.registry import getModelEntry
 
         entry = getModelEntry(self.getModelName())
-        weights = self.getWeights()
-
-        def build():
-            if weights is None:
-                import keras  # seeded, so a saved weights=None stage reproduces its outputs
-
-                keras.utils.set_random_seed(0)
-            return modelToBytes(buildModel(entry, weights=weights, include_top=includeTop,
-                                           pooling=pooling))
-
-        handle = cachedHandle(("registry", entry.name, weights, includeTop, pooling), build)
+        handle = handleFor(registryModel(entry, self.getWeights(), includeTop, pooling), spark)
         return imageModelUdf(handle, entry.inputSize, entry.preprocess,
                              resizeMethod=SCALE_HINTS[self.getScaleHint()],
                              batchSize=self.getBatchSize(), returnType=returnType,
@@ -183,7 +173,7 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
 
     def _transform(self, dataset):
         self._validateInput(dataset)
-        udf = self._modelUdf(includeTop=False, pooling=self.getPooling())
+        udf = self._modelUdf(dataset.sparkSession, includeTop=False, pooling=self.getPooling())
         return withVectorColumn(dataset, self.getOutputCol(), udf(F.col(self.getInputCol())))
 
 
@@ -263,8 +253,9 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
         self._validateInput(dataset)
         col = F.col(self.getInputCol())
         if self.getDecodePredictions():
-            udf = self._modelUdf(includeTop=True, pooling=None, returnType=_DECODED_TYPE,
+            udf = self._modelUdf(dataset.sparkSession, includeTop=True, pooling=None,
+                                 returnType=_DECODED_TYPE,
                                  postprocess=_decodePredictions(self.getTopK()))
             return dataset.withColumn(self.getOutputCol(), udf(col))
-        udf = self._modelUdf(includeTop=True, pooling=None)
+        udf = self._modelUdf(dataset.sparkSession, includeTop=True, pooling=None)
         return withVectorColumn(dataset, self.getOutputCol(), udf(col))

@@ -23,6 +23,7 @@ __all__ = [
     "HasOutputMode",
     "withVectorColumn",
     "checkKerasModelFile",
+    "checkImageModel",
     "HasKerasModel",
 ]
 
@@ -108,16 +109,39 @@ def withVectorColumn(dataset, outputCol, arrayColumn):
     )
 
 
-def checkKerasModelFile(path, caller):
+def checkKerasModelFile(path, caller, alternative="sparkdl.TFImageTransformer"):
     """Refuse a directory (a TensorFlow SavedModel) with advice; the other checks happen where
-    the engine reads the file.
+    the engine reads the file (:func:`sparkdl.engine.shipping.kerasModelBytes`).
 
     :param caller: the stage or function named in the message.
+    :param alternative: what runs a SavedModel instead.
     """
     if path is not None and os.path.isdir(path):
         raise ValueError(
             f"modelFile {path!r} is a directory (a TensorFlow SavedModel?); {caller} takes a "
-            "Keras .keras or legacy .h5 file. For a SavedModel use sparkdl.TFImageTransformer.")
+            f"Keras .keras or legacy .h5 file. For a SavedModel use {alternative}.")
+
+
+def checkImageModel(shapes, caller, what="the model"):
+    """Check a Keras model's ``(inputShapes, outputShapes)``
+    (:func:`sparkdl.engine.image_file_udf.modelShapes`) for an image stage: one input of
+    ``batch x height x width x channels`` and one output.
+
+    :return: ``(input shape, output shape)`` without the batch dimension, or
+        ``(None, None)`` when Keras cannot tell.
+    """
+    from sparkdl.engine.image_file_udf import formatShape
+
+    if shapes is None:
+        return None, None
+    inputs, outputs = shapes
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"{what} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                         f"{caller} needs one of each")
+    if len(inputs[0]) != 3:
+        raise ValueError(f"{what} takes inputs of shape batch x {formatShape(inputs[0])}; "
+                         f"{caller} needs an image model: batch x height x width x channels")
+    return inputs[0], outputs[0]
 
 
 def _toBytes(value):
@@ -163,32 +187,25 @@ class HasKerasModel(Params):
     def getSafeMode(self):
         return self.getOrDefault(self.safeMode)
 
-    def _kerasModelBytes(self):
-        """The model's ``.keras`` bytes: the saved copy, else read from ``modelFile``."""
-        from sparkdl.engine.handle import kerasModelBytes
+    def _kerasModelSource(self):
+        """The engine's source of this stage's model: the bytes a saved stage carries, else
+        ``modelFile``."""
+        from sparkdl.engine.shipping import kerasBytes, kerasFile
 
         if self.isSet(self.modelBytes):
-            return self.getOrDefault(self.modelBytes)
+            return kerasBytes(self.getOrDefault(self.modelBytes), self.getSafeMode(),
+                              what="the stage's model")
         if not self.isSet(self.modelFile):
             raise ValueError("modelFile must be set to a Keras model file on the driver")
-        return kerasModelBytes(self.getModelFile(), self.getSafeMode())
+        return kerasFile(self.getModelFile(), self.getSafeMode())
 
-    def _kerasModelHandle(self):
-        """Driver-side: the engine handle for this stage's model (built once per file state)."""
-        from sparkdl.engine.handle import cachedHandle
+    def _kerasModelHandle(self, spark):
+        """Driver-side: the engine handle of this stage's model in ``spark`` (built and
+        shipped once per file state)."""
+        from sparkdl.engine.shipping import handleFor
 
-        if self.isSet(self.modelBytes):
-            import hashlib
-
-            key = ("keras-bytes", hashlib.sha256(self.getOrDefault(self.modelBytes)).hexdigest(),
-                   self.getSafeMode())
-        else:
-            path = self.getModelFile() if self.isSet(self.modelFile) else None
-            stat = os.stat(path) if path and os.path.exists(path) else None
-            key = ("keras-file", path, stat and stat.st_mtime_ns, stat and stat.st_size,
-                   self.getSafeMode())
-        return cachedHandle(key, self._kerasModelBytes, safeMode=self.getSafeMode())
+        return handleFor(self._kerasModelSource(), spark)
 
     def _prepareForSave(self):
         if not self.isSet(self.modelBytes) and self.isSet(self.modelFile):
-            self._set(modelBytes=self._kerasModelBytes())
+            self._set(modelBytes=self._kerasModelSource().build())

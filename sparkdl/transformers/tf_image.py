@@ -7,7 +7,7 @@ from pyspark.ml.param import Param, Params
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.sql import functions as F
 
-from sparkdl.engine.savedmodel import CHANNEL_ORDERS
+from sparkdl.engine.codec import CHANNEL_ORDERS
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
 from sparkdl.param.shared import HasBatchSize, HasResizeMethod, SparkDLTypeConverters
 from sparkdl.transformers.stage import HasOutputMode, checkColumn, quoteColumn, withVectorColumn
@@ -144,7 +144,7 @@ and TF1 tensor names the signature maps are accepted too); each may be
 
     def _plan(self, dataset):
         """Check the params against the DataFrame and the signature (no Spark job)."""
-        from sparkdl.engine.savedmodel import CHANNEL_ORDERS, INPUT_DTYPES, outputSparkType
+        from sparkdl.engine.savedmodel import INPUT_DTYPES, outputSparkType
         from sparkdl.image.imageIO import imageSchema, isImageSchema
 
         for param in (self.channelOrder, self.graph, self.inputCol, self.outputCol):
@@ -197,12 +197,13 @@ and TF1 tensor names the signature maps are accepted too); each may be
         return graph, inp.name, out.name, size, outputType
 
     def _transform(self, dataset):
-        from sparkdl.engine.savedmodel import imageSignatureUdf, savedModelHandle
+        from sparkdl.engine.savedmodel import imageSignatureUdf
+        from sparkdl.engine.shipping import handleFor, savedModel
 
         graph, inputName, outputName, size, outputType = self._plan(dataset)
         mode = self.getOutputMode()
-        udf = imageSignatureUdf(savedModelHandle(graph), inputName, outputName,
-                                self.getChannelOrder(), size=size,
+        handle = handleFor(savedModel(graph), dataset.sparkSession)
+        udf = imageSignatureUdf(handle, inputName, outputName, self.getChannelOrder(), size=size,
                                 resizeMethod=self.getResizeMethod(), outputMode=mode,
                                 outputType=outputType, batchSize=self.getBatchSize())
         result = udf(F.col(quoteColumn(self.getInputCol())))

@@ -204,10 +204,11 @@ accepted too, see :meth:`sparkdl.TFInputGraph.input`). ``inputMapping`` is
             + (", or a flat array when every dimension is known" if rowShape else ""))
 
     def _transform(self, dataset):
-        from sparkdl.engine.savedmodel import savedModelHandle, signatureUdf
+        from sparkdl.engine.savedmodel import signatureUdf
+        from sparkdl.engine.shipping import handleFor, savedModel
 
         graph, feeds, fetches = self._plan(dataset)
-        udf = signatureUdf(savedModelHandle(graph),
+        udf = signatureUdf(handleFor(savedModel(graph), dataset.sparkSession),
                            [(name, depth, shape) for _, name, depth, shape in feeds],
                            [(name, sparkType) for name, _, sparkType in fetches],
                            batchSize=self.getBatchSize())

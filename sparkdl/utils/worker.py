@@ -54,8 +54,7 @@ def refreezeWorkerHeap():
     alive. Called after each model load."""
     global _frozen
     with _heapLock:
-        gc.unfreeze()
-        gc.collect()
+        unfreezeWorkerHeap()
         gc.freeze()
         _frozen = True
 

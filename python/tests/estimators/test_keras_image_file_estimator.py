@@ -282,7 +282,7 @@ def test_two_workers_equal_one_process_with_the_global_batch(spark, pictures, cn
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sparkdl.engine.handle import modelFromBytes
+    from sparkdl.engine.shipping import modelFromBytes
 
     B, EPOCHS, CUT = 8, 2, 250
     store = str(tmp_path / "store")
