@@ -15,6 +15,7 @@ LOCAL_MASTER = "local[2]"
 CLUSTER_MASTER = "local-cluster[2,1,1024]"
 
 _current = {"master": None, "session": None}
+_connect = {"server": None, "session": None}
 
 
 def _session(master):
@@ -58,6 +59,33 @@ def cluster_spark(request):
     return _session(CLUSTER_MASTER)
 
 
+@pytest.fixture
+def connect_spark():
+    """A Spark Connect session on a local[2] server in its own process (started once, on a
+    free port: never Connect's default 15002), with Connect mode on for the test, as in a
+    client process. Use ``connect_helpers.classic_mode`` for the classic side of a comparison."""
+    if _connect["session"] is None:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        from sparkdl.utils.session import start_connect_server
+
+        conf = {"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4",
+                "spark.log.level": "ERROR"}
+        server = start_connect_server(LOCAL_MASTER, conf=conf)
+        _connect["server"] = server
+        _connect["session"] = ConnectSession.builder.remote(server.url).getOrCreate()
+    saved = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    try:
+        yield _connect["session"]
+    finally:
+        if saved is None:
+            os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _current["session"] is not None:
         _current["session"].stop()
+    if _connect["session"] is not None:
+        _connect["session"].stop()
+        _connect["server"].stop()

@@ -41,7 +41,8 @@ class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, H
     a ``tf.Module`` / ``tf.function`` / concrete function (see
     :meth:`sparkdl.TFInputGraph.fromFunction`), or a
     :class:`~sparkdl.graph.input.TFInputGraph` for any other signature. It is read when set.
-    ``inputTensor`` and ``outputTensor`` are signature keys (TF1's tensor names); each may be
+    ``inputTensor`` and ``outputTensor`` are signature keys (TF1's tensor names; ``"key:0"``
+and TF1 tensor names the signature maps are accepted too); each may be
     left None when the signature has a single input / output. The signature must have a
     single input (a TF2 signature is always called with all its inputs).
 
@@ -62,6 +63,9 @@ class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, H
 
     The graph's SavedModel bytes are broadcast once and loaded once per Python worker;
     ``save`` stores them in the stage, so a loaded stage needs no SavedModel directory.
+    A SavedModel is a program (TensorFlow ops can read and write files): ``load`` only reads
+    its bytes, and it runs on ``transform``; use stages from sources you trust
+    (:doc:`/guide/security`).
 
     >>> import tensorflow as tf
     >>> from sparkdl import TFImageTransformer, readImages

@@ -2,7 +2,12 @@
 import os
 import sys
 
-__all__ = ["local_session"]
+__all__ = ["local_session", "is_connect", "start_connect_server", "ConnectServer"]
+
+
+def is_connect(session):
+    """Whether ``session`` is a Spark Connect session (no SparkContext, no RDDs)."""
+    return type(session).__module__.startswith("pyspark.sql.connect")
 
 
 def _options(master, app_name, conf):
@@ -66,3 +71,102 @@ def local_session(master="local[*]", app_name="sparkdl", conf=None, jvm_output=N
     for key, value in options.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+class ConnectServer:
+    """A Spark Connect server in a child process, bound to loopback on a free port with a
+    random token (``url`` carries both); it stops with :meth:`stop`, or when this process
+    exits (the child watches its stdin)."""
+
+    def __init__(self, proc, port, token):
+        self.proc, self.port, self.token = proc, port, token
+        self.url = f"sc://localhost:{port}/;token={token}"
+
+    def stop(self, timeout=60):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # the child stops Spark and exits
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+_SERVER_MAIN = """
+import sys
+from sparkdl.utils.session import _serve_connect
+_serve_connect(sys.argv[1], sys.argv[2], sys.argv[3:])
+"""
+
+
+def _serve_connect(master, token, conf_items):
+    """Child side of :func:`start_connect_server`: start Spark with the Connect plugin, print
+    the port it bound, serve until stdin closes."""
+    conf = dict(item.split("=", 1) for item in conf_items)
+    conf.update({
+        "spark.plugins": "org.apache.spark.sql.connect.SparkConnectPlugin",
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": "0",  # a free port, read back below
+        "spark.connect.authenticate.token": token,
+        "spark.sql.artifact.isolation.enabled": "true",
+    })
+    session = local_session(master, app_name="sparkdl-connect-server", conf=conf)
+    jvm = session.sparkContext._jvm
+    service = getattr(jvm, "org.apache.spark.sql.connect.service.SparkConnectService$")
+    port = getattr(service, "MODULE$").localPort()
+    print(f"SPARKDL_CONNECT_PORT={port}", flush=True)
+    sys.stdin.read()
+    session.stop()
+
+
+def start_connect_server(master="local[*]", conf=None, log=None, timeout=180):
+    """Start a Spark Connect server for ``master`` in a child process and return it as a
+    :class:`ConnectServer` (``SparkSession.builder.remote(server.url).getOrCreate()``).
+
+    Unlike ``remote("local[n]")``, which runs the server inside this process and on Spark
+    Connect's fixed default port 15002, it takes a free port, so several can run at once.
+
+    :param master: the server's Spark master URL.
+    :param conf: extra ``{key: value}`` Spark configuration for the server.
+    :param log: a file object for the server's output (Spark's log), None to discard it.
+    :param timeout: seconds to wait for the server to start.
+    """
+    import secrets
+    import subprocess
+    import threading
+
+    token = secrets.token_hex(16)
+    args = [f"{k}={v}" for k, v in (conf or {}).items()]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER_MAIN, master, token, *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=log if log is not None else subprocess.DEVNULL, text=True,
+    )
+    found = {}
+
+    def read():
+        for line in proc.stdout:
+            if line.startswith("SPARKDL_CONNECT_PORT="):
+                found["port"] = int(line.split("=", 1)[1])
+                break
+            if log is not None:
+                log.write(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if "port" not in found:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the Spark Connect server for {master} did not start within "
+                           f"{timeout} s (exit code {proc.poll()})")
+    return ConnectServer(proc, found["port"], token)
