@@ -120,10 +120,10 @@ def svd_model():
 @pytest.mark.parametrize("runtime", ["openvino", "litert"])
 def test_unconvertible_layer_is_one_line_naming_runtime_model_and_layer(runtime):
     with pytest.raises(runtimes.RuntimeUnavailableError) as err:
-        runtimes.compileModel(svd_model(), runtime, modelName="my_model.keras")
+        runtimes.compileModel(svd_model(), runtime, modelName="modelFile 'my_model.keras'")
     message = str(err.value)
     assert "\n" not in message
-    assert f"runtime {runtime!r}" in message and "'my_model.keras'" in message
+    assert f"runtime {runtime!r} cannot convert modelFile 'my_model.keras'" in message
     assert "layer 'singular_values'" in message and "Svd" in message
 
 
@@ -131,7 +131,7 @@ def test_auto_falls_back_to_tensorflow_with_a_log_line(caplog):
     model = svd_model()
     x = np.random.default_rng(0).random((3, 4, 4), np.float32)
     with caplog.at_level(logging.WARNING, logger="sparkdl.engine.runtimes"):
-        predictor = runtimes.compileModel(model, "auto", modelName="svd_net")
+        predictor = runtimes.compileModel(model, "auto")
     assert predictor.runtime == "tensorflow"
     assert "falls back to TensorFlow" in caplog.text and "singular_values" in caplog.text
     np.testing.assert_allclose(predictor.predict(x), model.predict_on_batch(x), atol=1e-6)
@@ -141,7 +141,7 @@ def test_a_runtime_that_is_not_installed(monkeypatch):
     monkeypatch.setitem(runtimes._MODULES, "openvino", "sparkdl_no_such_module")
     with pytest.raises(runtimes.RuntimeUnavailableError,
                        match=r"runtime 'openvino' is not installed .*sparkdl\[openvino\].*'m1'"):
-        runtimes.compileModel(small_model(), "openvino", modelName="m1")
+        runtimes.compileModel(small_model(name="m1"), "openvino")
     # auto takes the next installed runtime, and TensorFlow when none is.
     assert runtimes.resolveRuntime("auto") == "litert"
     monkeypatch.setitem(runtimes._MODULES, "litert", "sparkdl_no_such_module")
@@ -157,7 +157,7 @@ def test_auto_prefers_openvino_and_tensorflow_on_a_gpu_task():
 def test_bf16_without_cpu_support(monkeypatch, caplog):
     monkeypatch.setattr(runtimes, "cpuHasBf16", lambda: False)
     with pytest.raises(runtimes.RuntimeUnavailableError, match="precision 'bf16'.*'m2'"):
-        runtimes.compileModel(small_model(), "openvino", "bf16", modelName="m2")
+        runtimes.compileModel(small_model(name="m2"), "openvino", "bf16")
     for runtime in ("litert", "tensorflow"):
         with pytest.raises(runtimes.RuntimeUnavailableError, match="fp32 only"):
             runtimes.compileModel(small_model(), runtime, "bf16")

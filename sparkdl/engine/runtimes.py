@@ -138,7 +138,7 @@ class Predictor:
         raise NotImplementedError
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.modelName!r} on {self.runtime} {self.precision}>"
+        return f"<{type(self).__name__} {self.modelName} on {self.runtime} {self.precision}>"
 
 
 class _KerasPredictor(Predictor):
@@ -193,7 +193,8 @@ def compileModel(model, runtime="tensorflow", precision="fp32", threads=None, mo
     :param precision: one of :data:`PRECISIONS`.
     :param threads: threads for OpenVINO / LiteRT (default: this machine's CPU count); the
         engine passes the Spark task's CPUs.
-    :param modelName: how messages name the model (default: the Keras model's name).
+    :param modelName: how messages name the model, e.g. ``"modelFile '/m.keras'"`` (default:
+        ``"model '<the Keras model's name>'"``).
     :param gpus: the task's GPUs, for ``"auto"``.
     :param key: the model's content key (sha256 of its ``.keras`` bytes); with it, the
         converted model is kept in this machine's cache (:func:`cacheDir`), so the Python
@@ -204,9 +205,8 @@ def compileModel(model, runtime="tensorflow", precision="fp32", threads=None, mo
     checkRuntime(runtime)
     checkPrecision(precision)
     getModel = _Lazy(model)
-    if modelName is None and hasattr(model, "predict_on_batch"):
-        modelName = model.name
-    modelName = modelName or "model"
+    if modelName is None:
+        modelName = f"model {model.name!r}" if hasattr(model, "predict_on_batch") else "the model"
     threads = max(1, int(threads or os.cpu_count() or 1))
     if runtime != "auto":
         return _compile(getModel, runtime, precision, threads, modelName, key)
@@ -214,7 +214,7 @@ def compileModel(model, runtime="tensorflow", precision="fp32", threads=None, mo
     if precision == "bf16" and not (chosen == "openvino" and cpuHasBf16()):
         note = (f"precision 'bf16' needs OpenVINO on a CPU with bfloat16 instructions, "
                 f"which this worker lacks (auto chose {chosen!r}); running fp32")
-        _log.warning("sparkdl: model %r: %s", modelName, note)
+        _log.warning("sparkdl: %s: %s", modelName, note)
         precision = "fp32"
     if chosen == "tensorflow":
         return _KerasPredictor(getModel(), modelName)
@@ -245,21 +245,21 @@ def _compile(getModel, runtime, precision, threads, modelName, key):
     if runtime == "tensorflow":
         if precision != "fp32":
             raise RuntimeUnavailableError(
-                f"runtime 'tensorflow' runs model {modelName!r} in fp32 only; precision "
+                f"runtime 'tensorflow' runs {modelName} in fp32 only; precision "
                 "'bf16' needs runtime 'openvino' (or 'auto')")
         return _KerasPredictor(getModel(), modelName)
     if not installed(runtime):
         raise RuntimeUnavailableError(
             f"runtime {runtime!r} is not installed on this worker (pip install "
-            f"'{_EXTRAS[runtime]}'), so it cannot run model {modelName!r}; use runtime "
+            f"'{_EXTRAS[runtime]}'), so it cannot run {modelName}; use runtime "
             "'auto' to fall back to TensorFlow")
     if runtime == "litert" and precision != "fp32":
         raise RuntimeUnavailableError(
-            f"runtime 'litert' runs model {modelName!r} in fp32 only; precision 'bf16' needs "
+            f"runtime 'litert' runs {modelName} in fp32 only; precision 'bf16' needs "
             "runtime 'openvino'")
     if runtime == "openvino" and precision == "bf16" and not cpuHasBf16():
         raise RuntimeUnavailableError(
-            f"precision 'bf16' for model {modelName!r} needs a CPU with bfloat16 instructions "
+            f"precision 'bf16' for {modelName} needs a CPU with bfloat16 instructions "
             "(AVX512_BF16 or AMX), which this worker's CPU lacks; use precision 'fp32'")
     with _converted(runtime, key, getModel, modelName) as (path, names):
         if runtime == "openvino":
@@ -428,7 +428,7 @@ def _openVino(path, names, precision, threads, modelName):
         compiled = core.compile_model(core.read_model(path), "CPU", config)
     except RuntimeError as e:
         raise RuntimeUnavailableError(
-            f"runtime 'openvino' cannot compile model {modelName!r}: "
+            f"runtime 'openvino' cannot compile {modelName}: "
             + " ".join(str(e).split())[:300]) from e
     byName = {}
     for port in compiled.inputs:
@@ -437,7 +437,7 @@ def _openVino(path, names, precision, threads, modelName):
     missing = [n for n in names if n not in byName]
     if missing:
         raise RuntimeUnavailableError(
-            f"runtime 'openvino' converted model {modelName!r} without its inputs {missing}")
+            f"runtime 'openvino' converted {modelName} without its inputs {missing}")
     return _OpenVinoPredictor(compiled, [byName[n] for n in names], modelName, precision)
 
 
@@ -448,7 +448,7 @@ def _liteRt(path, names, threads, modelName):
         interpreter = Interpreter(model_path=path, num_threads=threads)
     except (RuntimeError, ValueError) as e:
         raise RuntimeUnavailableError(
-            f"runtime 'litert' cannot load model {modelName!r}: "
+            f"runtime 'litert' cannot load {modelName}: "
             + " ".join(str(e).split())[:300]) from e
     return _LiteRtPredictor(interpreter, names, modelName)
 
@@ -516,5 +516,5 @@ def _conversionError(runtime, model, modelName, error):
     else:
         what = "a layer: " + " ".join(message.split())[:300]
     return RuntimeUnavailableError(
-        f"runtime {runtime!r} cannot convert model {modelName!r}: unsupported {what}; use "
+        f"runtime {runtime!r} cannot convert {modelName}: unsupported {what}; use "
         "runtime 'tensorflow' (or 'auto', which falls back to it)")

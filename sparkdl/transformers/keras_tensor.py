@@ -4,13 +4,14 @@ from pyspark.ml import Transformer
 from pyspark.ml.param.shared import HasInputCol, HasInputCols, HasOutputCol
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
-from sparkdl.param.shared import HasBatchSize, HasKerasModel
+from sparkdl.param.shared import HasBatchSize, HasRuntime
+from sparkdl.transformers.stage import HasKerasModel, checkColumn
 
 __all__ = ["KerasTransformer"]
 
 
 class KerasTransformer(Transformer, HasInputCol, HasInputCols, HasOutputCol, HasKerasModel,
-                       HasBatchSize, SparkDLReadable, SparkDLWritable):
+                       HasBatchSize, HasRuntime, SparkDLReadable, SparkDLWritable):
     """Applies a Keras model (a ``.keras`` or legacy ``.h5`` file on the driver) to array
     columns: each row's arrays are the model's input tensors, ``outputCol`` is the model's
     output for that row, flattened, as ``array<float>``.
@@ -54,14 +55,14 @@ class KerasTransformer(Transformer, HasInputCol, HasInputCols, HasOutputCol, Has
 
     @keyword_only
     def __init__(self, inputCol=None, outputCol=None, modelFile=None, batchSize=None,
-                 inputCols=None, safeMode=True):
+                 inputCols=None, safeMode=True, runtime="tensorflow", precision="fp32"):
         super().__init__()
         self._setDefault(batchSize=None, safeMode=True)
         self._set(**self._input_kwargs)
 
     @keyword_only
     def setParams(self, inputCol=None, outputCol=None, modelFile=None, batchSize=None,
-                  inputCols=None, safeMode=True):
+                  inputCols=None, safeMode=True, runtime="tensorflow", precision="fp32"):
         """Sets params for this KerasTransformer."""
         return self._set(**self._input_kwargs)
 
@@ -79,18 +80,17 @@ class KerasTransformer(Transformer, HasInputCol, HasInputCols, HasOutputCol, Has
                          "must be set")
 
     def _transform(self, dataset):
-        from sparkdl.engine.tensor_udf import modelSignature, tensorColumn, tensorModelUdf
+        from sparkdl.engine.tensor_udf import signatureOf, tensorColumn, tensorModelUdf
 
         columns = self._inputColumnNames()
         for param, column in columns:
-            if column not in dataset.columns:
-                raise ValueError(f"{param} {column!r} is not a column of the DataFrame "
-                                 f"{dataset.columns}")
+            checkColumn(dataset, column, param)
         if not self.isDefined(self.outputCol):
             raise ValueError("outputCol must be set")
-        handle = self._kerasModelHandle()
+        handle = self._kerasModelHandle(dataset.sparkSession).using(
+            self.getRuntime(), self.getPrecision())
         try:
-            inputs = modelSignature(handle).inputs
+            inputs = handle.inspect(signatureOf).inputs
         except ValueError as e:
             raise ValueError(f"modelFile {self._modelDescription()}: {e}") from e
         if len(inputs) != len(columns):
