@@ -7,6 +7,7 @@ import pytest
 import keras_models as km
 from sparkdl import (DeepImageFeaturizer, DeepImagePredictor, KerasImageFileTransformer,
                      KerasTransformer, readImages, registerKerasUDF)
+from sparkdl.param.persistence import SparkDLReadable
 from sparkdl.resources import samplesDir
 
 
@@ -48,7 +49,9 @@ def test_runtime_and_precision_save_and_load(make, tmp_path):
     assert (stage.getRuntime(), stage.getPrecision()) == ("tensorflow", "fp32")
     stage.setRuntime("openvino").setPrecision("bf16")
     stage.save(str(tmp_path / "stage"))
-    loaded = type(stage).load(str(tmp_path / "stage"))
+    # (KerasImageFileTransformer carries a pickled imageLoader: loading it is opted into.)
+    trusted = {"allowUserCode": True} if isinstance(stage, SparkDLReadable) else {}
+    loaded = type(stage).load(str(tmp_path / "stage"), **trusted)
     assert (loaded.getRuntime(), loaded.getPrecision()) == ("openvino", "bf16")
     with pytest.raises(ValueError, match=r"runtime must be one of \['auto', 'tensorflow', "
                                          r"'openvino', 'litert'\], got 'onnx'"):
