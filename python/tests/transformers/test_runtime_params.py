@@ -43,7 +43,7 @@ STAGES = [
 
 
 @pytest.mark.parametrize("make", STAGES, ids=["featurizer", "predictor", "keras", "imagefile"])
-def test_runtime_and_precision_save_and_load(make, tmp_path):
+def test_runtime_and_precision_save_and_load(spark, make, tmp_path):
     path = km.save(km.dense_model((8,)), tmp_path, "dense")
     stage = make(path)
     assert (stage.getRuntime(), stage.getPrecision()) == ("tensorflow", "fp32")
