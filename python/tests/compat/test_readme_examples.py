@@ -345,3 +345,44 @@ def test_deploying_models_as_sql_functions(spark, sample_img_dir, tiny_model_fil
         batch.append(np.asarray(resized, np.float32))
     expected = model.predict_on_batch(np.stack(batch))
     np.testing.assert_allclose([r.predictions for r in rows], expected, atol=1e-4)
+
+
+def test_sql_function_with_a_1x_path_preprocessor(spark, sample_img_dir, tiny_model_file,
+                                                  tmp_path):
+    import keras
+    from sparkdl.udf.keras_image_model import registerKerasImageUDF
+
+    def keras_load_img(fpath):
+        from keras.preprocessing.image import load_img, img_to_array
+        import numpy as np
+        img = load_img(fpath, target_size=(16, 16))  # TEST: the tiny model's 16 x 16
+        return img_to_array(img).astype(np.uint8)
+
+    model = keras.models.load_model(tiny_model_file, compile=False)  # TEST: not InceptionV3
+    # The 1.x call as written: the preprocessor would get arrays here, so it is refused now,
+    # at registration, saying what to do (not later, in every query).
+    with pytest.raises(ValueError, match=r"preprocessor of 'inceptionV3_udf_with_preprocessing' "
+                                         r"failed on a blank 16 x 16 RGB uint8 array: .*; a "
+                                         r"preprocessor written for 1.x takes a file path: pass "
+                                         r"preprocessorInput='path'"):
+        registerKerasImageUDF("inceptionV3_udf_with_preprocessing", model, keras_load_img)
+    # EDIT: say that the preprocessor takes a path (here the default is an RGB array).
+    registerKerasImageUDF("inceptionV3_udf_with_preprocessing", model, keras_load_img,
+                          preprocessorInput="path")
+
+    from sparkdl import readImages  # EDIT: ImageSchema.readImages is gone from Spark 4.
+    image_df = readImages(sample_img_dir, pathGlobFilter="*.jpg")
+    image_df.createOrReplaceTempView("sample_images")
+    rows = spark.sql("SELECT image, inceptionV3_udf_with_preprocessing(image) as predictions "
+                     "from sample_images").collect()
+
+    from sparkdl.image.imageIO import imageStructToArray
+    batch = []
+    for r in rows:  # 1.x's route, done here without sparkdl: the image as a PNG file
+        png = str(tmp_path / "direct.png")
+        Image.fromarray(np.ascontiguousarray(imageStructToArray(r.image)[:, :, ::-1])).save(png)
+        batch.append(keras_load_img(png))
+    expected = model.predict_on_batch(np.stack(batch).astype(np.float32))
+    np.testing.assert_allclose([r.predictions for r in rows], expected, atol=1e-4)
+    with pytest.raises(ValueError, match="preprocessorInput must be 'array' or 'path'"):
+        registerKerasImageUDF("x", model, keras_load_img, preprocessorInput="file")
