@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+import zlib
 
 from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
@@ -30,6 +31,10 @@ TUNABLE_PARAMS = ("kerasOptimizer", "kerasLoss", "kerasFitParams", "outputCol", 
 #: model.fit arguments sparkdl passes on; the data arguments are sparkdl's own.
 FIT_PARAMS = ("epochs", "batch_size", "validation_split", "verbose", "shuffle",
               "class_weight", "initial_epoch", "steps_per_epoch", "validation_freq")
+
+#: The default ``seed``: derived from the class name like Spark ML's, but the same in every
+#: process (a CRC, not Python's per-process randomized ``hash``).
+DEFAULT_SEED = zlib.crc32(b"sparkdl.KerasImageFileEstimator")
 
 _SPARSE_LOSSES = {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"}
 _DENSE_ONLY_LOSSES = {"categorical_crossentropy", "CategoricalCrossentropy", "kl_divergence",
@@ -486,9 +491,10 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     may change ``kerasOptimizer``, ``kerasLoss``, ``kerasFitParams``, ``outputCol`` and
     ``outputMode``.
 
-    ``seed`` (default: derived from the class name, as in Spark ML) seeds Keras's random
-    generators and the shuffle in each training task, so the same data, model and params
-    train the same weights.
+    ``seed`` (default: derived from the class name as in Spark ML, and the same in every
+    process) seeds Keras's random generators and the shuffle in each training
+    task, so the same data in the same order, model and params train the same weights. (A
+    shuffle upstream, such as ``repartition``, may order rows differently in each run.)
 
     ``numWorkers`` (default 1: one Spark task per model) > 1 trains each model data-parallel
     on that many processes with :class:`sparkdl.HorovodRunner` (``backend="auto"``): they
@@ -529,6 +535,9 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
         self._setDefault(outputMode="vector", kerasOptimizer="adam",
                          kerasFitParams={"verbose": 1}, batchSize=64, safeMode=True,
                          numWorkers=1)
+        # PySpark's HasSeed default, hash(class name), changes with every Python process
+        # (string hashing is randomized), so two runs of one script trained different models.
+        self._setDefault(seed=DEFAULT_SEED)
         kwargs = {k: v for k, v in self._input_kwargs.items() if v is not None}
         self._set(**kwargs)
 

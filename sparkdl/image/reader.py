@@ -98,9 +98,9 @@ def readImages(
 
     A file that cannot be decoded never fails the job: it becomes Spark's invalid-image row
     (height = width = nChannels = mode = -1, empty data, ``origin`` kept) with the reason in
-    ``errorCol``, or is dropped with ``dropInvalid=True``. Zero-byte files are skipped by
-    Spark's file listing (as with Spark's own image reader); :class:`sparkdl.ImageLoader`,
-    given their paths, reports them as invalid ("empty file").
+    ``errorCol``, or is dropped with ``dropInvalid=True``. Zero-byte files, which Spark's file
+    scan (and so its own image reader) skips, are invalid rows too ("empty file"), found from
+    the file listing's metadata without opening them.
 
     :param path: a file, directory or glob, or a list of them.
     :param recursive: look into subdirectories.
@@ -131,10 +131,13 @@ def readImages(
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", bool(recursive))
     if pathGlobFilter:
         reader = reader.option("pathGlobFilter", pathGlobFilter)
+    listed = reader.load(path)
     # Spark's image source names files file:///x where binaryFile says file:/x; use its form.
-    files = reader.load(path).select(
+    files = listed.select(
         F.regexp_replace("path", "^file:/(?!/)", "file:///").alias("path"), "content"
     )
+    if not dropInvalid:
+        files = _withEmptyFiles(spark, files, listed)
     if sampleRatio < 1.0:
         files = files.sample(withReplacement=False, fraction=float(sampleRatio), seed=seed)
     if numPartitions is not None:
@@ -147,6 +150,22 @@ def readImages(
     images = files.select(decodeImagesUdf()("path", "content").alias("image"), "content")
     invalidContent = F.when(F.col("image.height") < 0, F.col("content"))
     return images.select("image", decodeErrorsUdf()(invalidContent).alias(errorCol))
+
+
+def _withEmptyFiles(spark, files, listed):
+    """``files`` plus a row with empty content for each zero-byte file Spark listed.
+
+    Spark's file scan splits files into byte ranges and a zero-byte file has none, so it never
+    reaches ``binaryFile`` (nor Spark's image reader). Its listing (``inputFiles``) still has
+    it: those rows decode, by the one decoding rule, to invalid rows with "empty file".
+    """
+    from sparkdl.utils.fs import emptyFiles
+
+    empty = emptyFiles(listed.inputFiles())
+    if not empty:
+        return files
+    rows = spark.createDataFrame([(uri, bytearray()) for uri in empty], files.schema)
+    return files.unionByName(rows)
 
 
 def _decodeDroppingInvalid(names):

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf  # noqa: E402  (a hard dependency: never skipped)
 
 from sparkdl.engine.savedmodel import _loadSavedModel  # noqa: E402
 from sparkdl.graph.input import TFInputGraph, TensorInfo  # noqa: E402

@@ -9,7 +9,7 @@ from pyspark.ml import PipelineModel
 from pyspark.ml.feature import SQLTransformer
 from pyspark.sql import functions as F
 
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf  # noqa: E402  (a hard dependency: never skipped)
 
 from sparkdl import TFImageTransformer, TFInputGraph, TFTransformer  # noqa: E402
 from sparkdl.engine.savedmodel import savedModelHandle  # noqa: E402
