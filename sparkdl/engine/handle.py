@@ -6,7 +6,7 @@ import threading
 from collections import OrderedDict
 
 __all__ = ["ModelHandle", "modelToBytes", "modelFromBytes", "cachedHandle", "kerasModelBytes",
-           "relaxBatchDimension"]
+           "kerasFileFormat", "relaxBatchDimension"]
 
 
 def modelToBytes(model):
@@ -109,9 +109,32 @@ def cachedHandle(key, build, safeMode=True):
     return handle
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def kerasFileFormat(path):
+    """``".keras"`` (a zip) or ``".h5"`` (HDF5) from the file's content, whatever its name
+    (1.x-era HDF5 models often have none); None for anything else. HDF5 puts its signature
+    at byte 0, or after a user block of 512, 1024, 2048... bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head == b"PK\x03\x04":
+            return ".keras"
+        offset = 0
+        while True:
+            f.seek(offset)
+            block = f.read(len(_HDF5_SIGNATURE))
+            if block == _HDF5_SIGNATURE:
+                return ".h5"
+            if len(block) < len(_HDF5_SIGNATURE) or offset >= 1 << 20:
+                return None
+            offset = 512 if offset == 0 else offset * 2
+
+
 def kerasModelBytes(source, safeMode=True):
     """A Keras model, or the path of a ``.keras`` / legacy ``.h5`` file on the driver, as
-    ``.keras`` bytes, checked by loading it as executors will (``safe_mode=safeMode``).
+    ``.keras`` bytes, checked by loading it as executors will (``safe_mode=safeMode``). A file
+    is recognised by its content (zip or HDF5), not its name.
 
     :raises FileNotFoundError: the path does not exist (the message names it).
     :raises ValueError: the file cannot be loaded; for a Lambda layer holding Python bytecode
@@ -125,10 +148,18 @@ def kerasModelBytes(source, safeMode=True):
     path = os.fspath(source)
     if not os.path.exists(path):
         raise FileNotFoundError(f"modelFile {path!r} does not exist on the driver")
-    if os.path.isdir(path) or not path.endswith((".keras", ".h5", ".hdf5")):
-        raise ValueError(f"modelFile {path!r} must be a Keras .keras or legacy .h5 file")
+    kind = None if os.path.isdir(path) else kerasFileFormat(path)
+    if kind is None:
+        raise ValueError(f"modelFile {path!r} must be a Keras .keras file (a zip) or legacy "
+                         ".h5 file (HDF5); its content is neither")
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=bool(safeMode))
+        with tempfile.TemporaryDirectory() as d:
+            loadable = path
+            if not path.endswith((kind, ".hdf5") if kind == ".h5" else kind):
+                # Keras picks the format by extension: give it a name that says the content
+                loadable = os.path.join(d, "model" + kind)
+                os.symlink(os.path.abspath(path), loadable)
+            model = keras.saving.load_model(loadable, compile=False, safe_mode=bool(safeMode))
     except ValueError as e:
         if safeMode and "safe_mode" in str(e):
             raise ValueError(
@@ -136,7 +167,7 @@ def kerasModelBytes(source, safeMode=True):
                 "refuses to load with safe_mode=True. If you trust this file, set the stage's "
                 f"safeMode param to False. Keras said: {e}") from e
         raise ValueError(f"modelFile {path!r} could not be loaded by Keras: {e}") from e
-    if path.endswith(".keras"):
+    if kind == ".keras":
         with open(path, "rb") as f:
             return f.read()
     return modelToBytes(model)  # legacy .h5 -> .keras, the one format executors load

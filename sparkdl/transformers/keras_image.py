@@ -45,7 +45,8 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
     struct (CV_32FC1/3/4, stored in the struct's BGR(A) order like every image column).
 
     A null URI gives a null output. A loader that raises, or returns an array the model
-    cannot take, gives a null output with the reason in ``errorCol``; the job goes on.
+    cannot take, gives a null output with the reason in ``errorCol``; the job goes on. An
+    existing string ``errorCol`` (e.g. ``readImages``' ``error``) is kept and appended to.
 
     The column, ``modelFile`` (must exist; a SavedModel directory is refused with advice to
     use :class:`sparkdl.TFImageTransformer`), the model (one ``(batch, height, width,
@@ -113,13 +114,11 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
         if not isinstance(dataType, StringType):
             raise TypeError(f"inputCol {inputCol!r} must hold image URIs of type string, got "
                             f"{dataType.simpleString()}")
-        outputCol, errorCol = self.getOutputCol(), self.getErrorCol()
-        for param, col in (("outputCol", outputCol), ("errorCol", errorCol)):
-            if col in dataset.columns:
-                raise ValueError(f"{param} {col!r} is already a column of the DataFrame; "
-                                 "choose another name")
-        if outputCol == errorCol:
-            raise ValueError(f"outputCol and errorCol must differ, both are {outputCol!r}")
+        outputCol = self.getOutputCol()
+        if outputCol in dataset.columns:
+            raise ValueError(f"outputCol {outputCol!r} is already a column of the DataFrame; "
+                             "choose another name")
+        self._checkErrorCol(dataset, outputCol)  # an existing string errorCol is appended to
         if not self.isSet(self.modelBytes):
             checkKerasModelFile(self.getModelFile() if self.isSet(self.modelFile) else None,
                                 "KerasImageFileTransformer")
@@ -169,4 +168,4 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
             result = result.withColumn(self.getOutputCol(), F.col(f"{tmp}.output"))
         else:
             result = withVectorColumn(result, self.getOutputCol(), F.col(f"{tmp}.output"))
-        return result.withColumn(self.getErrorCol(), F.col(f"{tmp}.error")).drop(tmp)
+        return self._withErrorCol(result, F.col(f"{tmp}.error")).drop(tmp)
