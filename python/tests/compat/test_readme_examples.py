@@ -90,7 +90,15 @@ def test_transfer_learning(spark, sample_img_dir):
     assert lrModel.numFeatures == 1280  # pooled by default here (1.x: flattened maps)
 
 
-def test_distributed_hyperparameter_tuning(spark, sample_img_dir, tiny_model_file):
+def test_distributed_hyperparameter_tuning(spark, sample_img_dir, tiny_model_file,
+                                           monkeypatch):
+    # TEST: record the estimator's driver-memory checks (models returned to the driver at once)
+    from sparkdl.estimators import driver_memory
+    checks = []
+    check = driver_memory.checkDriverMemory
+    monkeypatch.setattr(driver_memory, "checkDriverMemory",
+                        lambda s, size, n: checks.append((size, n)) or check(s, size, n))
+
     import PIL.Image
     import numpy as np
     from keras.applications.imagenet_utils import preprocess_input
@@ -139,6 +147,8 @@ def test_distributed_hyperparameter_tuning(spark, sample_img_dir, tiny_model_fil
     cvModel = cv.fit(train_df)
 
     assert len(cvModel.avgMetrics) == 2 and all(0 <= m <= 1 for m in cvModel.avgMetrics)
+    # each fold trains both param maps at once, then the best is refitted alone
+    assert [n for _, n in checks] == [2, 2, 1] and all(size > 0 for size, _ in checks)
     best = cvModel.bestModel
     rows = best.transform(train_df.limit(3)).collect()
     # the fitted model serves what Keras computes with its trained weights on the same loader
