@@ -9,7 +9,8 @@ import pytest
 
 import fixtures
 from sparkdl import DeepImageFeaturizer, readImages
-from sparkdl.cli import _summarize, main
+from sparkdl.cli import main
+from sparkdl.cli.session import summarize
 from sparkdl.resources import samplesDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -218,7 +219,7 @@ def test_errors_from_spark_are_summarized_in_one_line(spark):
 
     with pytest.raises(Py4JJavaError) as java_error:
         spark.sparkContext._jvm.java.lang.Class.forName("no.such.Class")
-    assert _summarize(java_error.value) == "java.lang.ClassNotFoundException: no.such.Class"
+    assert summarize(java_error.value) == "java.lang.ClassNotFoundException: no.such.Class"
 
     @F.udf("int")
     def boom(x):
@@ -226,7 +227,7 @@ def test_errors_from_spark_are_summarized_in_one_line(spark):
 
     with pytest.raises(PythonException) as python_error:
         spark.range(1).select(boom("id")).collect()
-    assert _summarize(python_error.value) == \
+    assert summarize(python_error.value) == \
         "a Python worker failed: ValueError: boom on row"
 
 

@@ -353,10 +353,10 @@ def check_slots(spark, np):
         from sparkdl.horovod import _connect
 
         return _connect.check_slots(spark, np)
-    return _check_cluster(spark.sparkContext, np, time.monotonic() + 600)
+    return check_cluster(spark.sparkContext, np, time.monotonic() + 600)
 
 
-def _check_cluster(sc, np, deadline):
+def check_cluster(sc, np, deadline):
     """Fail at once when barrier mode cannot run np tasks; return the slot count."""
     conf = sc.getConf()
     local = _is_local(sc.master)
@@ -392,7 +392,7 @@ def _barrier_task(address, token, payload, backend, stream):
     def task(_):
         from pyspark import BarrierTaskContext
 
-        from sparkdl.engine.runtime import taskGpus
+        from sparkdl.utils.worker import taskGpus
 
         ctx = BarrierTaskContext.get()
         slot = ctx.partitionId()
@@ -413,7 +413,7 @@ def _barrier_task(address, token, payload, backend, stream):
 def _run_spark(np, payload, backend, runner):
     sc = _spark_context()
     deadline = time.monotonic() + runner.start_timeout
-    slots = _check_cluster(sc, np, deadline)
+    slots = check_cluster(sc, np, deadline)
     if np == 0:
         np = slots
         logger.warning("HorovodRunner: np=0 uses all %d task slots", np)
