@@ -9,7 +9,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["sparkdl", "sparkdl.*"]),
+    # com.databricks.sparkdl: where PySpark looks for 1.x's DeepImageFeaturizer class when
+    # loading a 1.x pipeline (com, com.databricks are namespace packages).
+    packages=find_packages(include=["sparkdl", "sparkdl.*"]) + ["com.databricks.sparkdl"],
     include_package_data=True,
     package_data={"sparkdl.resources": ["*.json", "*.md", "samples/*"]},
     install_requires=[

@@ -6,7 +6,9 @@ with named inputs and named outputs. So a ``TFInputGraph`` here is a SavedModel 
 held in memory as one zip) plus the signature to call, and every "tensor name" of the original
 API becomes a *signature key*: the name of one input or output of that signature.
 
-The original factory names are kept:
+The original factory names are kept, with their 1.x argument order (``savedModelDir, tags,
+...``) and, as deprecated aliases, their 1.x keyword names (``saved_model_dir``, ``tag_set``,
+``signature_def_key``):
 
 ============================================  ==============================================
 factory                                       TF2 meaning
@@ -27,16 +29,26 @@ factory                                       TF2 meaning
 ``fromCheckpointWithSignature``               replacement)
 ============================================  ==============================================
 
+Wherever a stage names an input or output (``TFTransformer``'s ``inputMapping`` /
+``outputMapping``, ``TFImageTransformer``'s ``inputTensor`` / ``outputTensor``, ``feed_names`` /
+``fetch_names``), the name is resolved by one rule (:meth:`TFInputGraph.input`): a signature
+key; else a graph tensor name the signature maps (TF1 SavedModels: ``"input:0"`` or
+``"input"``); else a 1.x-style tensor name ``"key:0"`` of signature key ``key`` (so the 1.x
+``tfx.tensor_name("x")`` still names input ``x`` of a ``tf.function`` whose ``TensorSpec``
+is named ``"x"``).
+
 The SavedModel is read when the ``TFInputGraph`` is made (and loaded once on the driver to
 check it), so later changes to, or removal of, the directory do not affect it. ``bytes(graph)``
 is a self-contained serialized form (a zip of the SavedModel plus a small JSON description) and
 ``TFInputGraph.fromBytes`` reads it back without TensorFlow; pickling uses the same form.
 """
+import functools
 import hashlib
 import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from collections import namedtuple
 
@@ -98,6 +110,8 @@ def _loadSignature(path, signatureDefKey, tags):
     if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(
             f"{path!r} is not a SavedModel directory on the driver (no saved_model.pb)")
+    if tags:
+        _checkTags(path, tags)
     try:
         loaded = tf.saved_model.load(path, tags=list(tags) if tags else None)
     except Exception as e:
@@ -115,14 +129,35 @@ def _loadSignature(path, signatureDefKey, tags):
     return loaded, loaded.signatures[signatureDefKey], signatureDefKey
 
 
-def _signatureTensorNames(path, signatureDefKey, tags):
-    """``{graph tensor name: signature key}`` for the signature's inputs and outputs, read from
-    ``saved_model.pb`` (for TF1-style feed/fetch names such as ``"input:0"``)."""
+def _readSavedModelProto(path):
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
+    return proto
+
+
+def _checkTags(path, tags):
+    """A one-line error when no MetaGraph of the SavedModel has exactly ``tags``; it says so
+    when the "tags" look like a signature key (a call in the pre-1.x-order form)."""
+    proto = _readSavedModelProto(path)
+    tagSets = [sorted(m.meta_info_def.tags) for m in proto.meta_graphs]
+    if any(set(t) == set(tags) for t in tagSets):
+        return
+    signatures = sorted({k for m in proto.meta_graphs for k in m.signature_def})
+    hint = ""
+    if len(tags) == 1 and tags[0] in signatures:
+        hint = (f"; {tags[0]!r} is a signature: the arguments are (savedModelDir, tags, "
+                f"signatureDefKey) as in 1.x, so pass signatureDefKey={tags[0]!r}")
+    raise ValueError(f"tags {list(tags)} match no MetaGraph of the SavedModel {path!r}; its "
+                     f"tag sets: {tagSets}{hint}")
+
+
+def _signatureTensorNames(path, signatureDefKey, tags):
+    """``{graph tensor name: signature key}`` for the signature's inputs and outputs, read from
+    ``saved_model.pb`` (for TF1-style feed/fetch names such as ``"input:0"``)."""
+    proto = _readSavedModelProto(path)
     inputs, outputs = {}, {}
     for metaGraph in proto.meta_graphs:
         if tags and set(metaGraph.meta_info_def.tags) != set(tags):
@@ -140,17 +175,52 @@ def _signatureTensorNames(path, signatureDefKey, tags):
     return inputs, outputs
 
 
+def _resolveName(name, keys, tensorNames):
+    """The signature key that ``name`` names, or None: a key; a graph tensor name the
+    signature maps; a 1.x-style ``"key:0"``."""
+    if name in keys:
+        return name
+    if name in tensorNames:
+        return tensorNames[name]
+    if isinstance(name, str) and name.endswith(":0") and name[:-2] in keys:
+        return name[:-2]
+    return None
+
+
 def _resolveNames(names, keys, tensorNames, what, path):
     resolved = []
     for name in names:
-        if name in keys:
-            resolved.append(name)
-        elif name in tensorNames:
-            resolved.append(tensorNames[name])
-        else:
+        key = _resolveName(name, keys, tensorNames)
+        if key is None:
             raise ValueError(f"{what} {name!r} is not an {what.split('_')[0]} of the signature "
                              f"of {path!r}; available: {sorted(keys)}")
+        resolved.append(key)
     return resolved
+
+
+#: 1.x keyword names of the factories -> the names used here.
+_V1_KEYWORDS = {"saved_model_dir": "savedModelDir", "tag_set": "tags",
+                "signature_def_key": "signatureDefKey"}
+
+
+def _acceptV1Keywords(factory):
+    """Let a factory take its 1.x keyword names (``saved_model_dir``, ``tag_set``,
+    ``signature_def_key``), with a DeprecationWarning naming the new one."""
+
+    @functools.wraps(factory)
+    def wrapper(cls, *args, **kwargs):
+        for old, new in _V1_KEYWORDS.items():
+            if old not in kwargs:
+                continue
+            if new in kwargs:
+                raise TypeError(f"TFInputGraph.{factory.__name__} got both {old!r} (the 1.x "
+                                f"name) and {new!r}")
+            warnings.warn(f"TFInputGraph.{factory.__name__}({old}=...) is the 1.x name; use "
+                          f"{new}=...", DeprecationWarning, stacklevel=3)
+            kwargs[new] = kwargs.pop(old)
+        return factory(cls, *args, **kwargs)
+
+    return wrapper
 
 
 class TFInputGraph:
@@ -196,6 +266,9 @@ class TFInputGraph:
         self.outputs = tuple(TensorInfo(n, d, None if s is None else tuple(s))
                              for n, d, s in meta["outputs"])
         self.key = hashlib.sha256(self._data).hexdigest()
+        tensorNames = meta.get("tensorNames") or {}
+        self._tensorNames = {"input": tensorNames.get("inputs", {}),
+                             "output": tensorNames.get("outputs", {})}
 
     # -- factories ---------------------------------------------------------------------------
 
@@ -212,8 +285,7 @@ class TFInputGraph:
                              "of named outputs")
         inputs = {k: _specInfo(k, s) for k, s in inputSpecs.items()}
         outputs = {k: _specInfo(k, s) for k, s in outputSpecs.items()}
-        if feedNames is not None or fetchNames is not None:
-            tensorIn, tensorOut = _signatureTensorNames(path, signatureDefKey, tags)
+        tensorIn, tensorOut = _signatureTensorNames(path, signatureDefKey, tags)
         if feedNames is not None:
             feeds = _resolveNames(_asNames(feedNames, "feed_names"), inputs, tensorIn,
                                   "feed_names", path)
@@ -234,13 +306,21 @@ class TFInputGraph:
             "inputs": [list(inputs[k]) for k in sorted(inputs)],
             "outputs": [list(outputs[k]) for k in sorted(outputs)],
             "source": source or path,
+            # graph tensor names the signature maps, so stages accept TF1 names ("input:0")
+            "tensorNames": {"inputs": tensorIn,
+                            "outputs": {k: v for k, v in tensorOut.items() if v in outputs}},
         }
         return cls(_zipDir(path, meta), meta)
 
     @classmethod
+    @_acceptV1Keywords
     def fromSavedModel(cls, savedModelDir, tags=None, feed_names=None, fetch_names=None,
                        signatureDefKey=None):
         """A SavedModel directory, called through one of its signatures.
+
+        The arguments are in the 1.x order, ``(saved_model_dir, tag_set, feed_names,
+        fetch_names)``; the 1.x keyword names ``saved_model_dir`` and ``tag_set`` are accepted
+        (deprecated).
 
         :param savedModelDir: the SavedModel directory, on the driver (read now).
         :param tags: the MetaGraph's tags (``"serve"``, ``"serve,gpu"`` or a list), needed
@@ -248,7 +328,7 @@ class TFInputGraph:
         :param feed_names: the inputs to feed: they must be all of the signature's inputs
             (a TF2 signature is always called with every input). Each is a signature key or,
             for compatibility with the original API, a graph tensor name the signature maps
-            (``"input:0"``). None: all.
+            (``"input:0"``), or ``"key:0"`` for signature key ``key``. None: all.
         :param fetch_names: the outputs to keep (signature keys or mapped tensor names).
             None: all.
         :param signatureDefKey: the signature; None picks ``serving_default``, or the only one.
@@ -256,14 +336,21 @@ class TFInputGraph:
         return cls._fromDir(savedModelDir, signatureDefKey, tags, feed_names, fetch_names)
 
     @classmethod
-    def fromSavedModelWithSignature(cls, savedModelDir, signatureDefKey="serving_default",
-                                    tags=None):
+    @_acceptV1Keywords
+    def fromSavedModelWithSignature(cls, savedModelDir, tags=None,
+                                    signatureDefKey="serving_default"):
         """A SavedModel directory and one of its signatures, with all its inputs and outputs;
         stages then name them by their signature keys.
 
+        The arguments are in the 1.x order, ``(saved_model_dir, tag_set, signature_def_key)``,
+        and the 1.x keyword names are accepted (deprecated): a 1.x call runs unchanged. Tags
+        that match no MetaGraph are refused with the SavedModel's tag sets (and a hint when
+        they name a signature instead).
+
         :param savedModelDir: the SavedModel directory, on the driver (read now).
+        :param tags: the MetaGraph's tags, as for :meth:`fromSavedModel` (None: the only
+            MetaGraph, as TF2 exports have).
         :param signatureDefKey: the signature (``"serving_default"`` by default).
-        :param tags: the MetaGraph's tags, as for :meth:`fromSavedModel`.
         """
         return cls._fromDir(savedModelDir, signatureDefKey, tags)
 
@@ -387,21 +474,51 @@ class TFInputGraph:
         return [o.name for o in self.outputs]
 
     def input(self, name, what="input"):
-        """The :class:`~sparkdl.graph.input.TensorInfo` of input ``name`` (error lists the
-        available names)."""
-        return self._lookup(self.inputs, name, what)
+        """The :class:`~sparkdl.graph.input.TensorInfo` of input ``name``: a signature key,
+        a graph tensor name the signature maps (``"input:0"``), or ``"key:0"`` (the error
+        lists the available names). Its ``name`` is the signature key."""
+        return self._lookup(self.inputs, name, what, self._tensorNames["input"])
 
     def output(self, name, what="output"):
-        """The :class:`~sparkdl.graph.input.TensorInfo` of output ``name`` (error lists the
-        available names)."""
-        return self._lookup(self.outputs, name, what)
+        """The :class:`~sparkdl.graph.input.TensorInfo` of output ``name``, resolved as in
+        :meth:`input`."""
+        return self._lookup(self.outputs, name, what, self._tensorNames["output"])
 
-    def _lookup(self, infos, name, what):
-        for info in infos:
-            if info.name == name:
-                return info
-        raise ValueError(f"{what} {name!r} is not in signature {self.signatureDefKey!r} of the "
-                         f"graph; available: {sorted(i.name for i in infos)}")
+    def _lookup(self, infos, name, what, tensorNames):
+        byKey = {i.name: i for i in infos}
+        key = _resolveName(name, byKey, tensorNames)
+        if key is None:
+            raise ValueError(f"{what} {name!r} is not in signature {self.signatureDefKey!r} of "
+                             f"the graph; available: {sorted(byKey)}")
+        return byKey[key]
+
+    def translateInputMapping(self, input_mapping):
+        """1.x: ``{column: tensor name or signature key}`` -> ``{column: signature key}``.
+
+        Deprecated and no longer needed: :class:`~sparkdl.TFTransformer` takes signature keys
+        and tensor names itself. Kept so 1.x code runs; names are checked and resolved by the
+        rule of :meth:`input`.
+
+        :param input_mapping: a dict, or a list of ``(column, name)`` pairs as in 1.x.
+        """
+        warnings.warn("TFInputGraph.translateInputMapping is not needed: pass the mapping to "
+                      "TFTransformer(inputMapping=...) as it is", DeprecationWarning,
+                      stacklevel=2)
+        pairs = input_mapping.items() if isinstance(input_mapping, dict) else input_mapping
+        return {col: self.input(name, what="inputMapping input").name for col, name in pairs}
+
+    def translateOutputMapping(self, output_mapping):
+        """1.x: ``{tensor name or signature key: column}`` -> ``{signature key: column}``.
+
+        Deprecated and no longer needed, as :meth:`translateInputMapping`.
+
+        :param output_mapping: a dict, or a list of ``(name, column)`` pairs as in 1.x.
+        """
+        warnings.warn("TFInputGraph.translateOutputMapping is not needed: pass the mapping to "
+                      "TFTransformer(outputMapping=...) as it is", DeprecationWarning,
+                      stacklevel=2)
+        pairs = output_mapping.items() if isinstance(output_mapping, dict) else output_mapping
+        return {self.output(name, what="outputMapping output").name: col for name, col in pairs}
 
 
 def _asNames(names, what):

@@ -10,10 +10,13 @@ import sys
 import threading
 import time
 
-from sparkdl.horovod._wire import Connection
+from sparkdl.horovod._wire import Connection, authenticate, close_quietly
 
 logger = logging.getLogger("sparkdl.horovod")
 
+# A peer must send its hello within this many seconds, and at most this many may be doing so.
+_HELLO_TIMEOUT_S = 10.0
+_MAX_PENDING = 32
 # After a rank fails, how long other failures are gathered before naming the earliest.
 _FAILURE_SETTLE_S = 1.5
 _LOST = "Its task lost the connection to the driver (the task or its executor died)"
@@ -40,17 +43,29 @@ class HorovodRunnerError(RuntimeError):
 class DriverService:
     """Accepts the supervisors' connections and turns their messages into events on a queue:
     ``("hello", conn, msg)``, ``("msg", conn, msg)``, ``("closed", conn, None)``. Others
-    (the Spark job's end) put their own events on the same queue."""
+    (the Spark job's end) put their own events on the same queue.
 
-    def __init__(self, token, bind_host=""):
+    It listens on ``bind_host`` only (the runner passes Spark's driver bind address, or
+    loopback). A peer is let in only after it sent the fixed-size hello carrying ``token``
+    (see :mod:`sparkdl.horovod._wire`) within :data:`_HELLO_TIMEOUT_S`; at most
+    :data:`_MAX_PENDING` peers may be saying hello at once, others are closed at once.
+    """
+
+    def __init__(self, token, bind_host):
         self.token = token
         self.events = queue.Queue()
-        self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family, _, _, _, address = socket.getaddrinfo(
+            bind_host, 0, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)[0]
+        self._server = socket.socket(family, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._server.bind((bind_host, 0))
+        self._server.bind(address)
         self._server.listen(128)
+        #: The address the service (and Horovod's rendezvous server) listens on.
+        self.bind_host = address[0]
         self.port = self._server.getsockname()[1]
         self._conns = []
+        self._pending = set()  # sockets still to say hello
+        self._slots = threading.BoundedSemaphore(_MAX_PENDING)
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, name="sparkdl-horovod-service", daemon=True).start()
@@ -61,36 +76,59 @@ class DriverService:
                 sock, _ = self._server.accept()
             except OSError:
                 return
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(sock)
+            if not self._slots.acquire(blocking=False):
+                close_quietly(sock)  # too many peers saying hello at once
+                continue
             with self._lock:
                 if self._closed:
-                    conn.close()
+                    self._slots.release()
+                    close_quietly(sock)
                     return
-                self._conns.append(conn)
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+                self._pending.add(sock)
+            threading.Thread(target=self._serve, args=(sock,), name="sparkdl-horovod-peer",
+                             daemon=True).start()
 
-    def _read(self, conn):
+    def _serve(self, sock):
+        try:
+            ok = authenticate(sock, self.token, _HELLO_TIMEOUT_S)
+        finally:
+            self._slots.release()
+        with self._lock:
+            self._pending.discard(sock)
+            if not ok or self._closed:  # not one of this run's supervisors
+                close_quietly(sock)
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Connection(sock)
+            self._conns.append(conn)
         hello = conn.recv()
-        if not hello or hello.get("type") != "hello" or hello.get("token") != self.token:
-            conn.close()  # not one of this run's supervisors
+        if hello is None or hello.get("type") != "hello":
+            self._drop(conn)
             return
         self.events.put(("hello", conn, hello))
         while True:
             message = conn.recv()
             if message is None:
                 self.events.put(("closed", conn, None))
+                self._drop(conn)
                 return
             self.events.put(("msg", conn, message))
+
+    def _drop(self, conn):
+        conn.close()
+        with self._lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
 
     def close(self):
         with self._lock:
             self._closed = True
             conns, self._conns = self._conns, []
-        try:
-            self._server.close()
-        except OSError:
-            pass
+            pending, self._pending = self._pending, set()
+        # Shutting the listening socket down wakes the accept thread (closing it would not).
+        close_quietly(self._server)
+        for sock in pending:
+            close_quietly(sock)
         for conn in conns:
             conn.close()
 
@@ -198,11 +236,10 @@ class Coordinator:
 
     def _horovod_env(self, order, hellos, hosts):
         from horovod.runner.common.util.hosts import HostInfo, get_host_assignments
-        from horovod.runner.http.http_server import RendezvousServer
 
         # Horovod's own Gloo rendezvous, exactly as horovodrun sets it up.
         plan = get_host_assignments([HostInfo(h, len(s)) for h, s in hosts.items()], self.np)
-        self._rendezvous = RendezvousServer()
+        self._rendezvous = _rendezvous_server(self.service.bind_host)
         port = self._rendezvous.start()
         self._rendezvous.init(plan)
         env_by_slot = {}
@@ -319,3 +356,25 @@ class Coordinator:
             except Exception:  # pragma: no cover
                 pass
             self._rendezvous = None
+
+
+def _rendezvous_server(host):
+    """Horovod's Gloo rendezvous server listening on ``host`` only (Horovod's own
+    ``RendezvousServer.start`` binds every interface)."""
+    from horovod.runner.http.http_server import (
+        RendezvousHandler,
+        RendezvousHTTPServer,
+        RendezvousServer,
+    )
+    from horovod.runner.util.threads import in_thread
+
+    class Server(RendezvousServer):
+        def start(self, handler_cls=RendezvousHandler):
+            server_class = type("BoundRendezvousHTTPServer", (RendezvousHTTPServer,),
+                                {"address_family": socket.getaddrinfo(
+                                    host, 0, type=socket.SOCK_STREAM)[0][0]})
+            self._httpd = server_class((host, 0), handler_cls, self._verbose)
+            self._listen_thread = in_thread(target=self._httpd.serve_forever)
+            return self._httpd.server_address[1]
+
+    return Server()

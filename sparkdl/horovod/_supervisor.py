@@ -3,8 +3,10 @@ for ``np < 0``), starts the rank's own process and relays it to the driver.
 
 Protocol with the driver (:mod:`sparkdl.horovod._driver`), one JSON object per line:
 
-1. supervisor -> driver ``hello``: token, slot (the barrier task's partition), host, and, for
-   the TensorFlow backend, a port free on this host for the rank's gRPC server;
+1. supervisor -> driver: the fixed-size hello carrying the run's token
+   (:mod:`sparkdl.horovod._wire`), then a ``hello`` message: slot (the barrier task's
+   partition), host, and, for the TensorFlow backend, a port free on this host for the rank's
+   gRPC server;
 2. driver -> supervisor ``start`` (rank, size, environment) once every slot said hello, or
    ``abort``;
 3. supervisor -> driver ``out`` (a line of the rank's stdout/stderr, when streamed), ``log``
@@ -40,6 +42,8 @@ from sparkdl.horovod._wire import Connection
 from sparkdl.horovod._worker import RESULT_ENV
 
 _TAIL_LINES = 40
+# Longest output line or traceback sent to the driver (the wire takes lines up to 16 MiB).
+_MAX_TEXT = 1 << 20
 _KILL_GRACE_S = 3.0
 
 
@@ -53,12 +57,17 @@ class RankOutcome:
 
 def free_port(host):
     """A TCP port free on ``host`` right now (for the rank's TensorFlow gRPC server)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, 0))
-        except OSError:
-            s.bind(("", 0))
+    family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind(address)
         return s.getsockname()[1]
+
+
+def _clip(text, limit=_MAX_TEXT):
+    """``text`` cut to ``limit`` characters, so that a message stays under the wire's bound."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"... [{len(text) - limit} more characters cut]"
 
 
 def interface_of(host):
@@ -139,10 +148,10 @@ def supervise(address, token, slot, host, payload, *, backend, stream_output,
     :param local_output: where the rank's output goes when it is not streamed (a text file),
         ``None`` to keep only its tail for error messages.
     """
-    conn = Connection.connect(address, connect_timeout)
+    conn = Connection.connect(address, connect_timeout, token)
     try:
         port = free_port(host) if backend == "tensorflow" else None
-        conn.send({"type": "hello", "token": token, "slot": slot, "host": host, "port": port,
+        conn.send({"type": "hello", "slot": slot, "host": host, "port": port,
                    "pid": os.getpid()})
         start = conn.recv()
         if start is None or start.get("type") != "start":
@@ -176,7 +185,7 @@ def supervise(address, token, slot, host, payload, *, backend, stream_output,
         if outcome.ok:
             conn.try_send({"type": "done", "rank": rank})
         elif not outcome.aborted:
-            conn.try_send({"type": "failed", "rank": rank, "error": outcome.error,
+            conn.try_send({"type": "failed", "rank": rank, "error": _clip(outcome.error),
                            "at": outcome.failed_at, "abrupt": outcome.abrupt})
         return outcome
     finally:
@@ -210,7 +219,8 @@ def _run_rank(conn, rank, env, payload, stream_output, local_output):
                 if name == "stderr":
                     tail.append(line)
                 if stream_output:
-                    conn.try_send({"type": "out", "rank": rank, "stream": name, "line": line})
+                    conn.try_send({"type": "out", "rank": rank, "stream": name,
+                                   "line": _clip(line)})
                 elif local_output is not None:
                     print(f"[{rank}]<{name}>:{line}", file=local_output, flush=True)
             stream.close()
@@ -219,9 +229,11 @@ def _run_rank(conn, rank, env, payload, stream_output, local_output):
             with os.fdopen(log_read, "rb") as f:
                 for raw in f:
                     try:
-                        message = json.loads(raw)
+                        message = json.loads(raw) if len(raw) <= _MAX_TEXT else None
                     except ValueError:
-                        message = raw.decode("utf-8", "replace").rstrip("\n")
+                        message = None
+                    if message is None:
+                        message = _clip(raw.decode("utf-8", "replace").rstrip("\n"))
                     conn.try_send({"type": "log", "rank": rank, "message": message})
 
         def listen():

@@ -16,6 +16,7 @@ import warnings
 
 from sparkdl.horovod._driver import Coordinator, DriverService, HorovodRunnerError
 from sparkdl.horovod._supervisor import supervise
+from sparkdl.horovod._wire import new_token
 
 __all__ = ["HorovodRunner", "HorovodRunnerError"]
 
@@ -218,7 +219,7 @@ def _local_gpus():
 
 
 def _run_local(n, payload, backend, runner):
-    token = secrets.token_hex(16)
+    token = new_token()
     service = DriverService(token, "127.0.0.1")
     stream = runner.driver_log_verbosity == "all"
     coord = Coordinator(service, n, backend, runner.start_timeout, "127.0.0.1")
@@ -300,6 +301,19 @@ def _spark_context():
 
 def _is_local(master):
     return master == "local" or master.startswith("local[")
+
+
+def _driver_addresses(sc):
+    """``(bind address, address the ranks connect to)`` for the driver's control socket and
+    Horovod's rendezvous server, chosen as Spark chooses its own driver's: it listens on
+    ``spark.driver.bindAddress``, else ``spark.driver.host``, and the executors reach it at
+    ``spark.driver.host``; with a ``local[...]`` master every rank runs on this machine, so
+    both are loopback. Never every interface unless the configuration says so."""
+    if _is_local(sc.master):
+        return "127.0.0.1", "127.0.0.1"
+    conf = sc.getConf()
+    host = conf.get("spark.driver.host") or "127.0.0.1"
+    return conf.get("spark.driver.bindAddress") or host, host
 
 
 def _task_slots(sc):
@@ -386,13 +400,11 @@ def _run_spark(np, payload, backend, runner):
     if np == 0:
         np = slots
         logger.warning("HorovodRunner: np=0 uses all %d task slots", np)
-    conf = sc.getConf()
-    driver_host = conf.get("spark.driver.host")
-    bind_host = conf.get("spark.driver.bindAddress", "") or ""
-    token = secrets.token_hex(16)
+    bind_host, driver_host = _driver_addresses(sc)
+    token = new_token()
     service = DriverService(token, bind_host)
     stream = runner.driver_log_verbosity == "all"
-    group = f"sparkdl-horovod-{token[:12]}"
+    group = f"sparkdl-horovod-{secrets.token_hex(6)}"  # unrelated to the token
 
     def describe_wait():
         return (f"The barrier stage needs {np} free task slots at once and the cluster has "

@@ -60,6 +60,10 @@ __all__ = [
     "invalidImageStruct",
     "MAX_IMAGE_PIXELS",
     "DecodeError",
+    # 1.x helpers, deprecated (see "Migrating from Deep Learning Pipelines 1.x")
+    "readImagesWithCustomFn",
+    "PIL_decode",
+    "createResizeImageUDF",
 ]
 
 #: Largest image (width * height) that is decoded; larger ones are refused from their header.
@@ -349,3 +353,118 @@ def rgbToStructOrder(arr):
     if c == 4:
         return arr[:, :, [2, 1, 0, 3]]
     return arr
+
+
+# -- 1.x helpers (deprecated) ------------------------------------------------------------------
+# Kept so that code written for Deep Learning Pipelines 1.x runs; each warns and names what to
+# use instead. They follow this module's rules (channel order, bad files as rows with a reason).
+
+
+def _deprecated(name, instead):
+    warnings.warn(f"sparkdl.image.imageIO.{name} is a 1.x helper; use {instead}",
+                  DeprecationWarning, stacklevel=3)
+
+
+def PIL_decode(raw_bytes):
+    """1.x helper (deprecated; use :func:`sparkdl.readImages`, which decodes the same way):
+    image file bytes -> ``H x W x C`` uint8 array in the struct's BGR(A) order, the form
+    :func:`readImagesWithCustomFn` takes from its ``decode_f``.
+
+    Unlike 1.x (which reversed whatever array Pillow gave), it applies this module's decoding
+    rule: every Pillow mode becomes 1, 3 or 4 channels, gray stays ``H x W x 1``, and the
+    EXIF orientation is applied.
+
+    :param raw_bytes: the file's bytes.
+    :raises DecodeError: with the reason, for anything that is not a decodable image.
+    """
+    _deprecated("PIL_decode", "sparkdl.readImages")
+    return np.ascontiguousarray(rgbToStructOrder(pilToArray(decodeToPIL(bytes(raw_bytes)))))
+
+
+def _customDecodeRow(decode_f, origin, content):
+    """``(image struct, error)`` for one file decoded by a user's ``decode_f``."""
+    if content is None:
+        return None, None
+    try:
+        arr = decode_f(bytes(content))
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"decode_f returned {type(arr).__name__}, expected a numpy array "
+                            "H x W x C in BGR(A) order")
+        if arr.ndim == 4 and arr.shape[0] == 1:  # a batch of one, as 1.x accepted
+            arr = arr[0]
+        return imageArrayToStruct(arr, origin=origin), None
+    except Exception as e:  # the user's function: any failure is this row's reason
+        return invalidImageStruct(origin), f"{type(e).__name__}: {e}"
+
+
+def readImagesWithCustomFn(path, decode_f, numPartition=None):
+    """1.x helper (deprecated; use :func:`sparkdl.readImages`, or
+    :class:`sparkdl.ImageLoader` with ``imageLoader`` for your own decoder): read image files
+    and decode each with ``decode_f``.
+
+    Files are read by Spark's ``binaryFile`` source (recursively) in the active session.
+    Unlike 1.x, where a failing ``decode_f`` gave a silent null image, a file it cannot
+    decode becomes Spark's invalid-image row with the reason in an ``error`` column, as with
+    :func:`sparkdl.readImages`.
+
+    :param path: a file, directory or glob.
+    :param decode_f: ``bytes -> ndarray`` ``H x W x C`` (C in 1, 3, 4; uint8 or float32) in
+        the struct's BGR(A) order, e.g. :func:`PIL_decode`; a leading batch dimension of 1 is
+        dropped.
+    :param numPartition: repartition the files into this many partitions before decoding.
+    :return: DataFrame with columns ``image`` (Spark's image struct) and ``error``.
+    """
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    _deprecated("readImagesWithCustomFn", "sparkdl.readImages")
+    if not callable(decode_f):
+        raise TypeError(f"decode_f must be a function bytes -> ndarray, got "
+                        f"{type(decode_f).__name__}")
+    files = (SparkSession.active().read.format("binaryFile")
+             .option("recursiveFileLookup", True).load(path)
+             # Spark's image source names files file:///x, as readImages does
+             .select(F.regexp_replace("path", "^file:/(?!/)", "file:///").alias("path"),
+                     "content"))
+    if numPartition is not None:
+        if int(numPartition) <= 0:
+            raise ValueError(f"numPartition must be a positive integer, got {numPartition}")
+        files = files.repartition(int(numPartition))
+    rowType = StructType([StructField("image", imageSchema, True),
+                          StructField("error", StringType(), True)])
+    decode = F.udf(lambda origin, content: _customDecodeRow(decode_f, origin, content), rowType)
+    return files.select(decode("path", "content").alias("decoded")).select("decoded.*")
+
+
+def createResizeImageUDF(size, method="bilinear"):
+    """1.x helper (deprecated; stages resize themselves, and :class:`sparkdl.ImageLoader`
+    takes ``targetSize``): a UDF resizing an image struct column to ``size``.
+
+    Channels keep the struct's order; 8-bit and float images keep their type; null and
+    invalid images are returned as they are. 1.x resized with Pillow's default filter of its
+    day (nearest); ``method`` names the filter here (bilinear by default).
+
+    >>> resize = createResizeImageUDF((224, 224))                             # doctest: +SKIP
+    >>> df.select(resize("image").alias("image"))                             # doctest: +SKIP
+
+    :param size: ``(height, width)``.
+    :param method: a key of ``sparkdl.image.imageIO.RESIZE_METHODS`` (Pillow filters).
+    :return: a UDF ``image struct -> image struct``.
+    """
+    from pyspark.sql import functions as F
+
+    _deprecated("createResizeImageUDF", "the stages' own resizing or ImageLoader(targetSize=...)")
+    if len(size) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}")
+    height, width = (int(s) for s in size)
+    resampleFilter(method)  # an unknown method fails here, not in the query
+
+    def resize(image):
+        if image is None or image.height is None or image.height < 0:
+            return image
+        if (image.height, image.width) == (height, width):
+            return image
+        arr = resizeImage(imageStructToArray(image), (height, width), method)
+        return imageArrayToStruct(arr, origin=image.origin)
+
+    return F.udf(resize, imageSchema)

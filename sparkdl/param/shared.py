@@ -12,7 +12,15 @@ __all__ = [
     "HasErrorCol",
     "HasBatchSize",
     "HasKerasModel",
+    "HasRuntime",
+    "RUNTIMES",
+    "PRECISIONS",
 ]
+
+#: Values of the ``runtime`` param (what each means: ``sparkdl.engine.runtimes``).
+RUNTIMES = ("auto", "tensorflow", "openvino", "litert")
+#: Values of the ``precision`` param.
+PRECISIONS = ("fp32", "bf16")
 
 
 class SparkDLTypeConverters:
@@ -227,3 +235,37 @@ class HasKerasModel(Params):
     def _prepareForSave(self):
         if not self.isSet(self.modelBytes) and self.isSet(self.modelFile):
             self._set(modelBytes=self._kerasModelBytes())
+
+
+class HasRuntime(Params):
+    """Mixin for params ``runtime`` and ``precision``: what runs the model on the executors.
+
+    ``runtime``: ``"tensorflow"`` (Keras's ``predict_on_batch``), ``"openvino"``, ``"litert"``
+    (the model converted once per machine, needs ``sparkdl[openvino]`` / ``sparkdl[litert]``
+    on the executors), or ``"auto"``: OpenVINO when installed, else LiteRT, else TensorFlow
+    (and TensorFlow on a task with a GPU), falling back to TensorFlow with a logged warning
+    when the runtime cannot convert the model. ``precision``: ``"fp32"`` (results equal
+    Keras's within 1e-4) or ``"bf16"`` (OpenVINO on a CPU with bfloat16 instructions; faster,
+    less exact; with ``"auto"`` it falls back to fp32 where unavailable).
+    """
+
+    runtime = Param(
+        Params._dummy(), "runtime",
+        "what runs the model: 'auto', 'tensorflow', 'openvino' or 'litert'",
+        typeConverter=SparkDLTypeConverters.oneOf("runtime", RUNTIMES))
+    precision = Param(
+        Params._dummy(), "precision",
+        "inference precision: 'fp32' or 'bf16' (OpenVINO on CPUs with bfloat16 only)",
+        typeConverter=SparkDLTypeConverters.oneOf("precision", PRECISIONS))
+
+    def setRuntime(self, value):
+        return self._set(runtime=value)
+
+    def getRuntime(self):
+        return self.getOrDefault(self.runtime)
+
+    def setPrecision(self, value):
+        return self._set(precision=value)
+
+    def getPrecision(self):
+        return self.getOrDefault(self.precision)

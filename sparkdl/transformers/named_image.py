@@ -168,6 +168,14 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
         """Sets params for this DeepImageFeaturizer."""
         return self._set(**self._input_kwargs)
 
+    @classmethod
+    def read(cls):
+        """Reads sparkdl's saved stages and those saved by Deep Learning Pipelines 1.x
+        (see :mod:`sparkdl.transformers.named_image_v1`)."""
+        from sparkdl.transformers.named_image_v1 import FeaturizerReader
+
+        return FeaturizerReader(cls)
+
     def getPooling(self):
         return self.getOrDefault(self.pooling)
 

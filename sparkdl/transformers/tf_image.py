@@ -41,7 +41,8 @@ class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, H
     a ``tf.Module`` / ``tf.function`` / concrete function (see
     :meth:`sparkdl.TFInputGraph.fromFunction`), or a
     :class:`~sparkdl.graph.input.TFInputGraph` for any other signature. It is read when set.
-    ``inputTensor`` and ``outputTensor`` are signature keys (TF1's tensor names); each may be
+    ``inputTensor`` and ``outputTensor`` are signature keys (TF1's tensor names; ``"key:0"``
+and TF1 tensor names the signature maps are accepted too); each may be
     left None when the signature has a single input / output. The signature must have a
     single input (a TF2 signature is always called with all its inputs).
 

@@ -54,7 +54,8 @@ class TFTransformer(Transformer, HasBatchSize, SparkDLReadable, SparkDLWritable)
     The graph is a :class:`sparkdl.graph.input.TFInputGraph`: one SavedModel signature
     (``TFInputGraph.fromSavedModel``, ``fromSavedModelWithSignature`` or, for a TF2
     ``tf.function`` / ``tf.Module``, ``fromFunction``). Its inputs and outputs are named by
-    their signature keys (the TF1 API's tensor names). ``inputMapping`` is
+    their signature keys (the TF1 API's tensor names; a tensor name such as ``"x:0"`` is
+accepted too, see :meth:`sparkdl.TFInputGraph.input`). ``inputMapping`` is
     ``{column: input name}`` and must feed every input of the signature; ``outputMapping`` is
     ``{output name: column}``.
 
@@ -148,6 +149,7 @@ class TFTransformer(Transformer, HasBatchSize, SparkDLReadable, SparkDLWritable)
                 raise ValueError(f"inputMapping column {col!r} is not a column of the "
                                  f"DataFrame; columns: {dataset.columns}")
             info = graph.input(name, what=f"inputMapping {col!r} -> input")
+            name = info.name  # the signature key, also when given as a tensor name ("x:0")
             if name in fed:
                 raise ValueError(f"signature input {name!r} is fed by two columns, {fed[name]!r} "
                                  f"and {col!r}")
@@ -174,6 +176,7 @@ class TFTransformer(Transformer, HasBatchSize, SparkDLReadable, SparkDLWritable)
         fetches, columns = [], {}
         for name, col in self.getOutputMapping().items():
             info = graph.output(name, what="outputMapping output")
+            name = info.name
             sparkType = outputSparkType(info.dtype)
             if sparkType is None:
                 raise TypeError(f"signature output {name!r} has dtype {info.dtype}, which has no "

@@ -66,14 +66,14 @@ def test_from_saved_model_reads_the_signature_and_carries_its_bytes(multi_sig_di
 
 
 def test_signature_choice_and_feed_fetch_names(multi_sig_dir):
-    g = TFInputGraph.fromSavedModelWithSignature(multi_sig_dir, "only_x")
+    g = TFInputGraph.fromSavedModelWithSignature(multi_sig_dir, signatureDefKey="only_x")
     assert (g.inputNames, g.outputNames) == (["x"], ["z"])
     g = TFInputGraph.fromSavedModel(multi_sig_dir, tags="serve", feed_names=["x", "m"],
                                     fetch_names=["y"])
     assert g.outputNames == ["y"] and g.inputNames == ["m", "x"]
     with pytest.raises(ValueError, match=r"no signature 'nope'; its signatures: \['only_x', "
                                          r"'serving_default'\]"):
-        TFInputGraph.fromSavedModelWithSignature(multi_sig_dir, "nope")
+        TFInputGraph.fromSavedModelWithSignature(multi_sig_dir, signatureDefKey="nope")
     with pytest.raises(ValueError, match=r"feed_names must feed every input.*missing: \['m'\]"):
         TFInputGraph.fromSavedModel(multi_sig_dir, feed_names=["x"])
     with pytest.raises(ValueError, match=r"fetch_names 'q' .*available: \['half', 'msum', 'y'\]"):
@@ -89,7 +89,7 @@ def test_serialized_form_and_pickle(multi_sig_dir):
     for copy in (TFInputGraph.fromBytes(bytes(g)), pickle.loads(pickle.dumps(g))):
         assert copy == g and copy.inputs == g.inputs and copy.outputs == g.outputs
         assert copy.signatureDefKey == g.signatureDefKey and copy.tags is None
-    assert g != TFInputGraph.fromSavedModelWithSignature(multi_sig_dir, "only_x")
+    assert g != TFInputGraph.fromSavedModelWithSignature(multi_sig_dir, signatureDefKey="only_x")
     with pytest.raises(ValueError, match="not a serialized TFInputGraph"):
         import io
         import zipfile

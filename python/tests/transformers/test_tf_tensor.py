@@ -210,7 +210,7 @@ def test_handle_is_built_once_per_graph(spark, multi_dir):
     g = TFInputGraph.fromSavedModel(multi_dir)
     assert savedModelHandle(g) is savedModelHandle(TFInputGraph.fromBytes(bytes(g)))
     assert savedModelHandle(g) is not savedModelHandle(
-        TFInputGraph.fromSavedModelWithSignature(multi_dir, "serving_default", tags="serve"))
+        TFInputGraph.fromSavedModelWithSignature(multi_dir, "serve", "serving_default"))
 
 
 def test_graph_loads_once_per_worker(spark, multi_dir):
