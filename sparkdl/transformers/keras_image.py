@@ -52,7 +52,8 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
     channels)`` input, and for ``outputMode="image"`` an image-shaped output) and
     ``imageLoader`` are checked when ``transform`` is called, before any Spark job. Saving
     the stage copies the model's bytes and the pickled ``imageLoader`` into it, so a saved
-    stage does not need ``modelFile`` any more.
+    stage does not need ``modelFile`` any more; as the ``imageLoader`` is code, loading it
+    needs ``allowUserCode=True`` (see :doc:`/guide/security`).
 
     >>> import numpy as np
     >>> from PIL import Image
@@ -65,7 +66,8 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
     >>> uris = spark.createDataFrame([("/data/cat.jpg",)], ["uri"])          # doctest: +SKIP
     >>> transformer.transform(uris).select("predictions", "error").show()    # doctest: +SKIP
     >>> transformer.save("/tmp/keras-image-transformer")                     # doctest: +SKIP
-    >>> KerasImageFileTransformer.load("/tmp/keras-image-transformer")       # doctest: +SKIP
+    >>> KerasImageFileTransformer.load("/tmp/keras-image-transformer",
+    ...                                allowUserCode=True)                   # doctest: +SKIP
     """
 
     outputMode = Param(Params._dummy(), "outputMode",

@@ -75,6 +75,9 @@ accepted too, see :meth:`sparkdl.TFInputGraph.input`). ``inputMapping`` is
 
     The graph's SavedModel bytes are broadcast once and loaded once per Python worker;
     ``save`` stores them in the stage, so a loaded stage needs no SavedModel directory.
+    A SavedModel is a program (TensorFlow ops can read and write files): ``load`` only reads
+    its bytes, and it runs on ``transform``; use stages from sources you trust
+    (:doc:`/guide/security`).
 
     >>> import tensorflow as tf
     >>> from sparkdl import TFInputGraph, TFTransformer

@@ -104,7 +104,7 @@ def test_learns_shapes_and_serves_through_transform(spark, pictures, cnn_file, t
     assert model.fitSummary["usable"] == 160 and model.fitSummary["history"]["loss"]
     assert accuracy(model.transform(frame(spark, test))) >= 0.9
     model.save(str(tmp_path / "model"))
-    loaded = KerasImageFileModel.load(str(tmp_path / "model"))
+    loaded = KerasImageFileModel.load(str(tmp_path / "model"), allowUserCode=True)
     a = [r.prediction for r in model.transform(frame(spark, test)).collect()]
     b = [r.prediction for r in loaded.transform(frame(spark, test)).collect()]
     np.testing.assert_allclose([v.toArray() for v in a], [v.toArray() for v in b], atol=1e-6)
@@ -177,7 +177,7 @@ def test_invalid_settings_fail_early(spark, pictures, cnn_file):
 def test_estimator_persistence(spark, pictures, cnn_file, tmp_path):
     est = estimator(cnn_file)
     est.save(str(tmp_path / "est"))
-    loaded = KerasImageFileEstimator.load(str(tmp_path / "est"))
+    loaded = KerasImageFileEstimator.load(str(tmp_path / "est"), allowUserCode=True)
     assert loaded.getKerasFitParams() == est.getKerasFitParams()
     assert loaded.getKerasOptimizer() == est.getKerasOptimizer()
     assert loaded.getKerasLoss() == est.getKerasLoss()
@@ -346,7 +346,8 @@ def test_num_workers_is_checked_persisted_and_needs_the_task_slots(spark, pictur
         KerasImageFileEstimator(numWorkers=0)
     est = estimator(cnn_file).setNumWorkers(3)
     est.save(str(tmp_path / "est"))
-    assert KerasImageFileEstimator.load(str(tmp_path / "est")).getNumWorkers() == 3
+    assert KerasImageFileEstimator.load(str(tmp_path / "est"),
+                                        allowUserCode=True).getNumWorkers() == 3
     # local[2] has two task slots: HorovodRunner's message, before any data is materialized.
     with pytest.raises(RuntimeError, match=r"HorovodRunner\(np=3\) needs 3 task slots .* "
                                            r"cluster has 2 task slot"):

@@ -92,7 +92,7 @@ def test_persistence_alone_and_in_pipeline(spark, png_dir, tmp_path):
     loader = ImageLoader(inputCol="uri", outputCol="img", imageLoader=_user_loader, targetSize=[8, 9])
     expected = loader.transform(paths).collect()
     loader.write().overwrite().save(str(tmp_path / "loader"))
-    loaded = ImageLoader.load(str(tmp_path / "loader"))
+    loaded = ImageLoader.load(str(tmp_path / "loader"), allowUserCode=True)
     assert loaded.uid == loader.uid and loaded.getTargetSize() == [8, 9]
     assert loaded.transform(paths).collect() == expected
     model = Pipeline(stages=[ImageLoader(inputCol="uri", outputCol="img", targetSize=[5, 7])]).fit(paths)

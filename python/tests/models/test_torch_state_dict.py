@@ -52,7 +52,10 @@ def _str(s):
 
 
 def _int(i):
-    return b"J" + struct.pack("<i", i)
+    if -2**31 <= i < 2**31:
+        return b"J" + struct.pack("<i", i)
+    data = i.to_bytes(16, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data  # LONG1, for the huge sizes of the attacks
 
 
 def _ints(values):
@@ -75,14 +78,16 @@ def _state_dict_pickle(tensors, legacy):
     return out + b"u."
 
 
-def _write_legacy(path, tensors, storages):
+def _write_legacy(path, tensors, storages, claimed=None):
+    """``claimed``: ``{key: numel}`` written in a storage's header instead of its true size."""
     with open(path, "wb") as f:
         for header in (LEGACY_MAGIC, 1001, SYS_INFO):
             f.write(pickle.dumps(header, protocol=2))
         f.write(_state_dict_pickle(tensors, legacy=True))
         f.write(pickle.dumps(list(storages), protocol=2))
-        for data in storages.values():
-            f.write(struct.pack("<q", data.size) + data.astype("<f4").tobytes())
+        for key, data in storages.items():
+            numel = (claimed or {}).get(key, data.size)
+            f.write(struct.pack("<q", numel) + data.astype("<f4").tobytes())
 
 
 def _write_zip(path, tensors, storages):
@@ -163,4 +168,58 @@ def test_other_globals_are_refused(tmp_path):
     path = tmp_path / "eval.pth"
     path.write_bytes(b"\x80\x02" + _global("builtins", "eval") + b"(" + _str("1+1") + b"tR.")
     with pytest.raises(pickle.UnpicklingError, match="builtins.eval"):
+        load_state_dict(path)
+
+
+# --- allocations bounded by the file's size ------------------------------------------------
+# Without the bounds, each of these asks NumPy or the file reader for terabytes (a
+# MemoryError at best, or the machine's memory), instead of a clear error.
+
+HUGE = 2**40  # elements: 4 TiB of float32
+
+
+def test_a_storage_claiming_more_than_the_file_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge-storage.pth"
+    storages = {"0": np.zeros(4, dtype=np.float32)}
+    _write_legacy(path, [("w", "0", HUGE, 0, (HUGE,), (1,))], storages, claimed={"0": HUGE})
+    with pytest.raises(ValueError, match=r"storage 0 of 1099511627776 elements would take "
+                                         r"4398046511104 bytes, more than the whole checkpoint"):
+        load_state_dict(path)
+
+
+@pytest.mark.parametrize("writer", [_write_legacy, _write_zip], ids=["legacy", "zip"])
+def test_a_zero_stride_giant_tensor_is_refused_before_building_it(tmp_path, writer):
+    path = tmp_path / "broadcast.pth"
+    storages = {"0": np.ones(1, dtype=np.float32)}
+    writer(path, [("w", "0", 1, 0, (2**20, 2**20), (0, 0))], storages)  # in bounds, 4 TiB
+    with pytest.raises(ValueError, match=r"a tensor of shape \(1048576, 1048576\) would take "
+                                         r"4398046511104 bytes, more than the whole checkpoint"):
+        load_state_dict(path)
+
+
+def test_many_views_together_are_bounded_by_the_file(tmp_path):
+    """Each view fits the file, but distinct overlapping views would multiply it."""
+    path = tmp_path / "views.pth"
+    storages = {"0": np.arange(64, dtype=np.float32)}
+
+    def write(n):
+        _write_legacy(path, [(f"v{i}", "0", 64, i, (n,), (0,)) for i in range(3)], storages)
+
+    write(1)
+    n = os.path.getsize(path) // 4  # each view: as many bytes as the file has
+    write(n)
+    with pytest.raises(ValueError, match="the 3 tensors together would take"):
+        load_state_dict(path)
+    # Tied weights (the same view under several names) are built once and are fine.
+    _write_legacy(path, [(f"v{i}", "0", 64, 0, (n,), (0,)) for i in range(3)], storages)
+    sd = load_state_dict(path)
+    assert sd["v0"].shape == (n,) and (sd["v2"] == 0).all()
+
+
+def test_a_pickle_claiming_a_huge_string_is_refused_as_truncated(tmp_path):
+    path = tmp_path / "bytes8.pth"
+    headers = b"".join(pickle.dumps(h, protocol=2) for h in (LEGACY_MAGIC, 1001, SYS_INFO))
+    # BINBYTES8 of 4 TiB, then nothing: read as a short file, not allocated.
+    path.write_bytes(headers + b"\x80\x04\x8e" + struct.pack("<Q", 4 * HUGE) + b"xx")
+    with pytest.raises(pickle.UnpicklingError, match="truncated"):
         load_state_dict(path)

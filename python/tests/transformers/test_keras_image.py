@@ -132,10 +132,11 @@ def test_safe_mode_refuses_lambda_layers_and_the_opt_in_runs_them(spark, pngs, t
     expected = tim.predict(direct, [load16(r.uri)[0] for r in rows])
     np.testing.assert_allclose(vectors(rows), expected, atol=1e-5, rtol=0)
 
-    # A saved stage carries the opt-in; its carried bytes are refused again with safeMode=True.
+    # A saved stage carries the opt-in (honoured when the loader opts in too); its carried
+    # bytes are refused again with safeMode=True.
     stage.save(str(tmp_path / "stage"))
     os.remove(path)
-    loaded = KerasImageFileTransformer.load(str(tmp_path / "stage"))
+    loaded = KerasImageFileTransformer.load(str(tmp_path / "stage"), allowUserCode=True)
     assert loaded.getSafeMode() is False
     with pytest.raises(ValueError, match="stage's model holds Python bytecode.*safeMode param"):
         loaded.setSafeMode(True).transform(df)
@@ -199,11 +200,15 @@ def test_persistence_alone_and_in_pipeline_model_carries_the_model(spark, pngs, 
     PipelineModel(stages=[stage]).save(str(tmp_path / "pipeline"))
     os.remove(path)  # the saved stages must carry the model's bytes, not the driver's file
 
-    loaded = KerasImageFileTransformer.load(str(tmp_path / "stage"))
+    loaded = KerasImageFileTransformer.load(str(tmp_path / "stage"), allowUserCode=True)
     assert (loaded.getBatchSize(), loaded.getErrorCol(), loaded.getOutputMode()) == (3, "why", "vector")
     assert loaded.getModelFile() == path and loaded.uid == stage.uid
     assert loaded.transform(df).collect() == expected
-    pipeline = PipelineModel.load(str(tmp_path / "pipeline"))
+    spark.conf.set("spark.sparkdl.load.allowUserCode", "true")  # imageLoader is user code
+    try:
+        pipeline = PipelineModel.load(str(tmp_path / "pipeline"))
+    finally:
+        spark.conf.unset("spark.sparkdl.load.allowUserCode")
     assert isinstance(pipeline.stages[0], KerasImageFileTransformer)
     assert pipeline.transform(df).collect() == expected
 
