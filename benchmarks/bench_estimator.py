@@ -68,7 +68,7 @@ def plain_fit(rows, model_path, epochs, batch):
     import keras
     import numpy as np
 
-    from sparkdl.estimators.keras_image_file_estimator import _EpochTimer
+    from sparkdl.estimators.training import EpochTimer
 
     class Files(keras.utils.PyDataset):
         def __len__(self):
@@ -80,7 +80,7 @@ def plain_fit(rows, model_path, epochs, batch):
 
     model = keras.saving.load_model(model_path)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    timer = _EpochTimer()
+    timer = EpochTimer()
     model.fit(Files(), epochs=epochs, verbose=0, callbacks=[timer])
     return timer.seconds
 

@@ -4,10 +4,13 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import fixtures
-from sparkdl.cli import _summarize, main
+from sparkdl import DeepImageFeaturizer, readImages
+from sparkdl.cli import main
+from sparkdl.cli.session import summarize
 from sparkdl.resources import samplesDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,6 +77,17 @@ def test_predict_counts_invalid_files_in_the_summary(spark, capsys, mixed_folder
     assert "sparkdl: 4 image files, 2 invalid, from " in err
 
 
+def test_zero_byte_files_are_listed_and_counted_as_invalid(spark, capsys, tmp_path):
+    shutil.copy(os.path.join(samplesDir(), "coffee.jpg"), tmp_path / "coffee.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    code, out, err = run(capsys, "predict", str(tmp_path))
+    assert code == 0, err
+    rows = table_rows(out)
+    assert sorted(rows) == ["coffee.jpg", "empty.jpg"]
+    assert rows["empty.jpg"][:3] == ["invalid:", "empty", "file"]
+    assert "sparkdl: 2 image files, 1 invalid, from " in err
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "json", "csv"])
 def test_predict_output_files(spark, capsys, mixed_folder, tmp_path, fmt):
     output = str(tmp_path / f"predictions.{fmt}")
@@ -116,9 +130,17 @@ def test_featurize_writes_parquet_vectors(spark, capsys, mixed_folder, tmp_path)
     assert "4 image files, 2 invalid" in err and "1280 features" in err
     rows = {os.path.basename(r["path"]): r for r in spark.read.parquet(output).collect()}
     assert sorted(rows) == ["chelsea.jpg", "coffee.jpg", "garbage.png", "notes.txt"]
+    # The features are DeepImageFeaturizer's on the same files, not merely 1280 numbers.
+    featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features",
+                                     modelName="EfficientNetLite0", pooling="avg")
+    reference = {os.path.basename(r.origin): r.features for r in featurizer.transform(
+        readImages(str(mixed_folder))).select("image.origin", "features").collect()}
     for name in ("coffee.jpg", "chelsea.jpg"):
         assert rows[name]["features"].size == 1280 and rows[name]["error"] is None
-        assert rows[name]["features"].toArray().std() > 0
+        np.testing.assert_allclose(rows[name]["features"].toArray(),
+                                   reference[name].toArray(), rtol=1e-5, atol=1e-6)
+    assert np.abs(rows["coffee.jpg"]["features"].toArray()
+                  - rows["chelsea.jpg"]["features"].toArray()).max() > 0.1
     assert rows["notes.txt"]["features"] is None and rows["notes.txt"]["error"]
 
 
@@ -197,7 +219,7 @@ def test_errors_from_spark_are_summarized_in_one_line(spark):
 
     with pytest.raises(Py4JJavaError) as java_error:
         spark.sparkContext._jvm.java.lang.Class.forName("no.such.Class")
-    assert _summarize(java_error.value) == "java.lang.ClassNotFoundException: no.such.Class"
+    assert summarize(java_error.value) == "java.lang.ClassNotFoundException: no.such.Class"
 
     @F.udf("int")
     def boom(x):
@@ -205,7 +227,7 @@ def test_errors_from_spark_are_summarized_in_one_line(spark):
 
     with pytest.raises(PythonException) as python_error:
         spark.range(1).select(boom("id")).collect()
-    assert _summarize(python_error.value) == \
+    assert summarize(python_error.value) == \
         "a Python worker failed: ValueError: boom on row"
 
 

@@ -81,7 +81,7 @@ def _task(np, payload, backend, stream, start_timeout):
 
         from pyspark import BarrierTaskContext
 
-        from sparkdl.engine.runtime import taskGpus
+        from sparkdl.utils.worker import taskGpus
 
         for _ in batches:  # the input rows only fix the number of tasks
             pass

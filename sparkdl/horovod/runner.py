@@ -344,7 +344,7 @@ def _expected_slots(sc):
     return None
 
 
-def _check_cluster(sc, np, deadline):
+def check_cluster(sc, np, deadline):
     """Fail at once when barrier mode cannot run np tasks; return the slot count."""
     conf = sc.getConf()
     local = _is_local(sc.master)
@@ -380,7 +380,7 @@ def _barrier_task(address, token, payload, backend, stream):
     def task(_):
         from pyspark import BarrierTaskContext
 
-        from sparkdl.engine.runtime import taskGpus
+        from sparkdl.utils.worker import taskGpus
 
         ctx = BarrierTaskContext.get()
         slot = ctx.partitionId()
@@ -401,7 +401,7 @@ def _barrier_task(address, token, payload, backend, stream):
 def _run_spark(np, payload, backend, runner):
     sc = _spark_context()
     deadline = time.monotonic() + runner.start_timeout
-    slots = _check_cluster(sc, np, deadline)
+    slots = check_cluster(sc, np, deadline)
     if np == 0:
         np = slots
         logger.warning("HorovodRunner: np=0 uses all %d task slots", np)

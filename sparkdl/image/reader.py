@@ -36,8 +36,8 @@ def decodeImagesUdf():
 
     @F.arrow_udf(imageIO.imageSchema)
     def decodeImages(batches: Iterator[Tuple[pa.Array, pa.Array]]) -> Iterator[pa.Array]:
-        from sparkdl.engine.model_cache import freezeWorkerHeap
-        from sparkdl.image.arrow import decodeBatch, iterChunks
+        from sparkdl.image.arrow import decodeBatch
+        from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
 
         freezeWorkerHeap()
         for origins, contents in iterChunks(batches, DECODE_CHUNK_ROWS):
@@ -53,8 +53,8 @@ def decodeErrorsUdf():
 
     @F.arrow_udf(StringType())
     def decodeErrors(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sparkdl.engine.model_cache import freezeWorkerHeap
         from sparkdl.image.arrow import decodeBatch
+        from sparkdl.utils.worker import freezeWorkerHeap
 
         freezeWorkerHeap()
         for contents in batches:
@@ -69,8 +69,8 @@ def loadUrisUdf(loader=None, targetSize=None, resizeMethod="bilinear"):
 
     @F.arrow_udf(_decodedType())
     def loadUris(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sparkdl.engine.model_cache import freezeWorkerHeap
-        from sparkdl.image.arrow import iterChunks, loadBatch
+        from sparkdl.image.arrow import loadBatch
+        from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
 
         freezeWorkerHeap()
         for uris in iterChunks(batches, DECODE_CHUNK_ROWS):
@@ -98,9 +98,9 @@ def readImages(
 
     A file that cannot be decoded never fails the job: it becomes Spark's invalid-image row
     (height = width = nChannels = mode = -1, empty data, ``origin`` kept) with the reason in
-    ``errorCol``, or is dropped with ``dropInvalid=True``. Zero-byte files are skipped by
-    Spark's file listing (as with Spark's own image reader); :class:`sparkdl.ImageLoader`,
-    given their paths, reports them as invalid ("empty file").
+    ``errorCol``, or is dropped with ``dropInvalid=True``. Zero-byte files, which Spark's file
+    scan (and so its own image reader) skips, are invalid rows too ("empty file"), found from
+    the file listing's metadata without opening them.
 
     :param path: a file, directory or glob, or a list of them.
     :param recursive: look into subdirectories.
@@ -131,10 +131,13 @@ def readImages(
     reader = spark.read.format("binaryFile").option("recursiveFileLookup", bool(recursive))
     if pathGlobFilter:
         reader = reader.option("pathGlobFilter", pathGlobFilter)
+    listed = reader.load(path)
     # Spark's image source names files file:///x where binaryFile says file:/x; use its form.
-    files = reader.load(path).select(
+    files = listed.select(
         F.regexp_replace("path", "^file:/(?!/)", "file:///").alias("path"), "content"
     )
+    if not dropInvalid:
+        files = _withEmptyFiles(spark, files, listed)
     if sampleRatio < 1.0:
         files = files.sample(withReplacement=False, fraction=float(sampleRatio), seed=seed)
     if numPartitions is not None:
@@ -149,6 +152,22 @@ def readImages(
     return images.select("image", decodeErrorsUdf()(invalidContent).alias(errorCol))
 
 
+def _withEmptyFiles(spark, files, listed):
+    """``files`` plus a row with empty content for each zero-byte file Spark listed.
+
+    Spark's file scan splits files into byte ranges and a zero-byte file has none, so it never
+    reaches ``binaryFile`` (nor Spark's image reader). Its listing (``inputFiles``) still has
+    it: those rows decode, by the one decoding rule, to invalid rows with "empty file".
+    """
+    from sparkdl.utils.fs import emptyFiles
+
+    empty = emptyFiles(listed.inputFiles())
+    if not empty:
+        return files
+    rows = spark.createDataFrame([(uri, bytearray()) for uri in empty], files.schema)
+    return files.unionByName(rows)
+
+
 def _decodeDroppingInvalid(names):
     """``mapInArrow`` function: (path, content) batches -> (image, error) batches without the
     undecodable files."""
@@ -156,8 +175,8 @@ def _decodeDroppingInvalid(names):
     def decodeDroppingInvalid(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
 
-        from sparkdl.engine.model_cache import freezeWorkerHeap
-        from sparkdl.image.arrow import decodeBatch, iterChunks
+        from sparkdl.image.arrow import decodeBatch
+        from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
 
         freezeWorkerHeap()
         columns = ((batch.column(0), batch.column(1)) for batch in batches)

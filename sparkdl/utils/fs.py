@@ -1,7 +1,8 @@
 """Reading files by URI on executors: local paths directly, anything else through pyarrow.fs."""
+import os
 from urllib.parse import unquote, urlparse
 
-__all__ = ["readBytes"]
+__all__ = ["readBytes", "emptyFiles"]
 
 _FILESYSTEMS = {}  # (scheme, netloc) -> pyarrow FileSystem, reused across the rows of a worker
 
@@ -13,6 +14,16 @@ def _pathInFilesystem(parsed):
     return parsed.netloc + parsed.path
 
 
+def _remote(parsed, uri):
+    """``(pyarrow FileSystem, path in it)`` of a URI that is not local."""
+    from pyarrow import fs
+
+    key = (parsed.scheme, parsed.netloc)
+    if key not in _FILESYSTEMS:
+        _FILESYSTEMS[key] = fs.FileSystem.from_uri(uri)[0]
+    return _FILESYSTEMS[key], _pathInFilesystem(parsed)
+
+
 def readBytes(uri):
     """Return the bytes of the file at ``uri``: a local path, a ``file:`` URI, or any URI that
     ``pyarrow.fs`` reads (``hdfs://``, ``s3://``, ``gs://``, ...)."""
@@ -20,10 +31,42 @@ def readBytes(uri):
     if parsed.scheme in ("", "file"):
         with open(unquote(parsed.path) if parsed.scheme else uri, "rb") as f:
             return f.read()
+    filesystem, path = _remote(parsed, uri)
+    with filesystem.open_input_stream(path) as f:
+        return f.read()
+
+
+def emptyFiles(uris):
+    """The zero-byte files among ``uris`` (URIs as Spark's ``DataFrame.inputFiles`` gives
+    them), found from file metadata only: a ``stat`` per local file, one listing per directory
+    elsewhere; no file is opened. Files whose file system cannot be reached from this process
+    are left out (they are not known to be empty).
+
+    :return: the empty files' URIs, unescaped (``%20`` -> space), in the order given.
+    """
     from pyarrow import fs
 
-    key = (parsed.scheme, parsed.netloc)
-    if key not in _FILESYSTEMS:
-        _FILESYSTEMS[key] = fs.FileSystem.from_uri(uri)[0]
-    with _FILESYSTEMS[key].open_input_stream(_pathInFilesystem(parsed)) as f:
-        return f.read()
+    empty, remote = [], {}
+    for uri in uris:
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            try:
+                if os.stat(unquote(parsed.path)).st_size == 0:
+                    empty.append(unquote(uri))
+            except OSError:
+                pass
+        else:
+            parent = uri.rsplit("/", 1)[0]
+            remote.setdefault(parent, []).append(uri)
+    for parent, children in remote.items():
+        try:
+            filesystem, path = _remote(urlparse(parent), parent)
+            sizes = {info.path: info.size for info in filesystem.get_file_info(
+                fs.FileSelector(unquote(path), allow_not_found=True))}
+        except Exception:  # an unreachable or unknown file system: nothing is known
+            continue
+        for uri in children:
+            if sizes.get(unquote(_pathInFilesystem(urlparse(uri)))) == 0:
+                empty.append(unquote(uri))
+    order = {u: i for i, u in enumerate(unquote(u) for u in uris)}
+    return sorted(empty, key=order.get)

@@ -52,6 +52,8 @@ def train(out_dir):
         keras.layers.Dense(8, activation="tanh"),
         keras.layers.Dense(1),
     ])
+    # Rank 0's weights before training: every rank starts from them (the broadcast).
+    np.savez(os.path.join(out_dir, f"rank{rank}-of-{size}-initial.npz"), *model.get_weights())
     optimizer = DistributedOptimizer(keras.optimizers.SGD(0.05, momentum=0.9))
     model.compile(optimizer=optimizer, loss="mse", jit_compile=False)
     model.fit(x, y, batch_size=LOCAL_BATCH * (2 // size), epochs=EPOCHS, shuffle=False,
@@ -84,8 +86,11 @@ def test_two_ranks_average_gradients(spark, backend, single_process, tmp_path, c
         np.testing.assert_array_equal(rank0[name], rank1[name])
     for got, want in zip(weights, single_process):  # ... and equal to one process on all data
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    # Sanity: training moved the weights, so agreeing was not trivial.
-    assert max(np.abs(w).max() for w in weights) > 0
+    # Training moved the weights away from rank 0's initial ones (where every rank starts),
+    # so agreeing was not trivial.
+    initial = np.load(tmp_path / "rank0-of-2-initial.npz")
+    moved = max(np.abs(w - initial[f"arr_{i}"]).max() for i, w in enumerate(weights))
+    assert moved > 1e-2, moved
     out = capfd.readouterr().out
     assert f"[0]<log>:epoch {EPOCHS}/{EPOCHS}: loss=" in out
     assert f"[1]<log>:epoch 1/{EPOCHS}: loss=" in out

