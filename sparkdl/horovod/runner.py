@@ -344,6 +344,18 @@ def _expected_slots(sc):
     return None
 
 
+def check_slots(spark, np):
+    """Fail at once when ``spark``'s cluster cannot run ``np`` barrier tasks together (a
+    classic or a Spark Connect session); used before work that a HorovodRunner run follows."""
+    from sparkdl.utils.session import is_connect
+
+    if is_connect(spark):
+        from sparkdl.horovod import _connect
+
+        return _connect.check_slots(spark, np)
+    return check_cluster(spark.sparkContext, np, time.monotonic() + 600)
+
+
 def check_cluster(sc, np, deadline):
     """Fail at once when barrier mode cannot run np tasks; return the slot count."""
     conf = sc.getConf()
