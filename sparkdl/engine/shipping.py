@@ -50,6 +50,7 @@ __all__ = [
     "modelToBytes",
     "modelFromBytes",
     "kerasModelBytes",
+    "kerasFileFormat",
     "relaxBatchDimension",
 ]
 
@@ -91,9 +92,32 @@ def modelFromBytes(data, safeMode=True):
         return keras.saving.load_model(path, compile=False, safe_mode=safeMode)
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def kerasFileFormat(path):
+    """``".keras"`` (a zip) or ``".h5"`` (HDF5) from the file's content, whatever its name
+    (1.x-era HDF5 models often have none); None for anything else. HDF5 puts its signature
+    at byte 0, or after a user block of 512, 1024, 2048... bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head == b"PK\x03\x04":
+            return ".keras"
+        offset = 0
+        while True:
+            f.seek(offset)
+            block = f.read(len(_HDF5_SIGNATURE))
+            if block == _HDF5_SIGNATURE:
+                return ".h5"
+            if len(block) < len(_HDF5_SIGNATURE) or offset >= 1 << 20:
+                return None
+            offset = 512 if offset == 0 else offset * 2
+
+
 def kerasModelBytes(path, safeMode=True, advice=STAGE_ADVICE):
     """The ``.keras`` bytes of a ``.keras`` / legacy ``.h5`` file on the driver, checked by
-    loading it as executors will (``safe_mode=safeMode``).
+    loading it as executors will (``safe_mode=safeMode``). A file is recognised by its content
+    (zip or HDF5), not its name.
 
     :raises FileNotFoundError: the path does not exist (the message names it).
     :raises ValueError: the file cannot be loaded; for a Lambda layer holding Python bytecode
@@ -105,15 +129,23 @@ def kerasModelBytes(path, safeMode=True, advice=STAGE_ADVICE):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"modelFile {path!r} does not exist on the driver")
-    if os.path.isdir(path) or not path.endswith((".keras", ".h5", ".hdf5")):
-        raise ValueError(f"modelFile {path!r} must be a Keras .keras or legacy .h5 file")
+    kind = None if os.path.isdir(path) else kerasFileFormat(path)
+    if kind is None:
+        raise ValueError(f"modelFile {path!r} must be a Keras .keras file (a zip) or legacy "
+                         ".h5 file (HDF5); its content is neither")
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=bool(safeMode))
+        with tempfile.TemporaryDirectory() as d:
+            loadable = path
+            if not path.endswith((kind, ".hdf5") if kind == ".h5" else kind):
+                # Keras picks the format by extension: give it a name that says the content
+                loadable = os.path.join(d, "model" + kind)
+                os.symlink(os.path.abspath(path), loadable)
+            model = keras.saving.load_model(loadable, compile=False, safe_mode=bool(safeMode))
     except ValueError as e:
         if safeMode and _isSafeModeRefusal(e):
             raise safeModeRefusal(f"modelFile {path!r}", advice, e) from e
         raise ValueError(f"modelFile {path!r} could not be loaded by Keras: {e}") from e
-    if path.endswith(".keras"):
+    if kind == ".keras":
         with open(path, "rb") as f:
             return f.read()
     return modelToBytes(model)  # legacy .h5 -> .keras, the one format executors load

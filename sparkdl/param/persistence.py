@@ -134,6 +134,14 @@ class _SparkDLReader(MLReader):
         if unknown:
             raise ValueError(f"{py_type.__name__} saved at {path} holds blob param(s) "
                              f"{unknown} that the class does not declare")
+        # A blob param given as JSON would reach its converter (which may read a SavedModel
+        # directory named by a string); blob params come from the blob table only.
+        jsonParams = {**(metadata.get("defaultParamMap") or {}), **metadata["paramMap"]}
+        inJson = sorted(name for name in codecs if jsonParams.get(name) is not None)
+        if inJson:
+            raise ValueError(f"{py_type.__name__} saved at {path} holds blob param "
+                             f"{inJson[0]!r} among its JSON params; it was not written by "
+                             "sparkdl and is refused")
         instance = py_type()
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)
