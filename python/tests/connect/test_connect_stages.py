@@ -266,7 +266,7 @@ def test_estimator_fit_fit_multiple_and_cross_validator(spark, connect_spark, tm
         colour = (220, 30, 30) if i % 2 == 0 else (30, 30, 220)
         pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (16, 16, 3)), 0, 255)
         Image.fromarray(pixels.astype(np.uint8)).save(folder / f"p{i}.png")
-        rows.append((str(folder / f"p{i}.png"), i % 2))
+        rows.append((str(folder / f"p{i}.png"), i % 2, (i // 2) % 2))
     keras.utils.set_random_seed(1)
     cnn = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3),
                             keras.layers.GlobalAveragePooling2D(),
@@ -275,7 +275,7 @@ def test_estimator_fit_fit_multiple_and_cross_validator(spark, connect_spark, tm
     cnn.save(modelFile)
 
     def run(session):
-        df = session.createDataFrame(rows, "uri string, label int")
+        df = session.createDataFrame(rows, "uri string, label int, fold int")
         est = KerasImageFileEstimator(
             inputCol="uri", outputCol="scores", labelCol="label", modelFile=modelFile,
             imageLoader=load_rgb16, kerasOptimizer="sgd", seed=5,
@@ -287,8 +287,9 @@ def test_estimator_fit_fit_multiple_and_cross_validator(spark, connect_spark, tm
         grid = [{est.kerasFitParams: {"epochs": 1, "batch_size": 8, "verbose": 0}},
                 {est.kerasFitParams: {"epochs": 2, "batch_size": 4, "verbose": 0}}]
         multiple = dict(est.fitMultiple(df, grid))
+        # Fixed folds: rand(seed) folds depend on how each session partitions local data.
         cv = CrossValidator(estimator=est, estimatorParamMaps=grid, evaluator=ArgmaxAccuracy(),
-                            numFolds=2, seed=3).fit(df)
+                            numFolds=2, foldCol="fold").fit(df)
         return (scores, [multiple[i].fitSummary["history"]["loss"] for i in (0, 1)],
                 cv.avgMetrics)
 
