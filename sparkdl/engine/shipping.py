@@ -8,7 +8,8 @@ worker's cached model.
    Its ``key`` names its content (a file by path, mtime, size and ``safeMode``; bytes by
    their hash), so a source is read on the driver only when its key is new.
 2. :func:`handleFor` turns a source into a **handle**, once per key and Spark application:
-   the model's bytes are shipped once (a broadcast today; the one place that knows how is
+   the model's bytes are shipped once (a broadcast on a classic session, a session artifact
+   on Spark Connect; the one place that knows how is
    :func:`_ship`) and the handle, which pickles small, goes into the UDF's closure. One LRU of
    handles on the driver (:data:`MAX_HANDLES`).
 3. On an executor, :meth:`Handle.load` returns the worker's cached :class:`LoadedModel`
@@ -19,7 +20,8 @@ worker's cached model.
 On the driver, :meth:`Handle.inspect` reads the loaded model once per handle (e.g. its
 signature), and :meth:`Handle.data` returns the shipped bytes (e.g. for training). The layer
 takes the caller's ``SparkSession`` (a stage's ``dataset.sparkSession``, a registrar's active
-session) and needs no ``SparkContext`` outside :func:`_ship` and :func:`_sessionKey`.
+session) and needs no ``SparkContext`` outside :func:`_ship` and :func:`_sessionKey`, and
+none at all on Spark Connect, where models travel as session artifacts (:class:`_SessionFile`).
 
 Keras files and bytes load with ``safe_mode=safeMode``; a refusal becomes one message
 (:func:`safeModeRefusal`) that says how the caller opts in (``advice``).
@@ -29,6 +31,8 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+
+from sparkdl.utils.session import is_connect
 
 __all__ = [
     "Source",
@@ -337,12 +341,56 @@ _handlesLock = threading.Lock()
 
 
 def _sessionKey(spark):
-    """What a handle is valid for: the Spark application of ``spark``."""
+    """What a handle is valid for: the Spark application of ``spark`` (on Spark Connect, the
+    session: its artifacts are its own)."""
+    if is_connect(spark):
+        return ("connect", spark.session_id)
     return spark.sparkContext.applicationId
 
 
+class _SessionFile:
+    """Spark Connect's native channel for a model: a session artifact file
+    (``addArtifacts(..., file=True)``), uploaded by the client in chunks (so models above
+    Connect's gRPC message limit ship) and fetched once per executor; a Python worker reads it
+    from :class:`pyspark.SparkFiles`. Named by the content hash, so the same bytes again in a
+    session (another stage, a copy of the file) upload nothing. Pickles as its name only."""
+
+    def __init__(self, spark, data):
+        self.name = f"sparkdl-{hashlib.sha256(data).hexdigest()}.bin"
+        self._data = data
+        key = (spark.session_id, self.name)
+        with _uploadLock:
+            if key not in _uploaded:
+                with tempfile.TemporaryDirectory() as d:
+                    path = os.path.join(d, self.name)
+                    with open(path, "wb") as f:
+                        f.write(data)
+                    spark.addArtifacts(path, file=True)
+                _uploaded.add(key)
+
+    def __getstate__(self):
+        return {"name": self.name, "_data": None}
+
+    @property
+    def value(self):
+        if self._data is not None:  # on the driver
+            return self._data
+        from pyspark import SparkFiles
+
+        with open(SparkFiles.get(self.name), "rb") as f:
+            return f.read()
+
+
+_uploaded = set()  # (session id, artifact name) uploaded by this client
+_uploadLock = threading.Lock()
+
+
 def _ship(spark, data):
-    """Send ``data`` to the executors once; returns an object whose ``value`` is the data."""
+    """Send ``data`` to the executors once; returns an object whose ``value`` is the data:
+    a broadcast on a classic session (in executor memory, no file), a session artifact on
+    Spark Connect (which has no broadcast)."""
+    if is_connect(spark):
+        return _SessionFile(spark, data)
     return spark.sparkContext.broadcast(data)
 
 
