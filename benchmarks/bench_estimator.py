@@ -86,13 +86,13 @@ def plain_fit(rows, model_path, epochs, batch, threads):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from sparkdl.estimators.keras_image_file_estimator import _EpochTimer
+    from sparkdl.estimators.training import EpochTimer
 
     x, y = decoded(rows)
     keras.utils.set_random_seed(0)
     model = keras.saving.load_model(model_path)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    timer = _EpochTimer()
+    timer = EpochTimer()
     model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[timer])
     return timer.seconds
 

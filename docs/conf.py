@@ -21,14 +21,11 @@ copyright = "sparkdl contributors"
 release = sparkdl.__version__
 version = release
 
+# Docstrings use reST field lists (:param x:, :return:, :raises E:), as pyspark.ml does.
 extensions = [
     "sphinx.ext.autodoc",
-    # registry.py documents its functions in numpy style (Parameters / Returns sections).
-    "sphinx.ext.napoleon",
     "sparkdl_docs",
 ]
-napoleon_google_docstring = False
-napoleon_numpy_docstring = True
 
 exclude_patterns = ["_build", "README.md"]
 html_theme = "alabaster"

@@ -9,7 +9,8 @@ import pytest
 
 import fixtures
 from sparkdl import DeepImageFeaturizer, readImages
-from sparkdl.cli import _summarize, main
+from sparkdl.cli import main
+from sparkdl.cli.session import summarize
 from sparkdl.resources import samplesDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -218,7 +219,7 @@ def test_errors_from_spark_are_summarized_in_one_line(spark):
 
     with pytest.raises(Py4JJavaError) as java_error:
         spark.sparkContext._jvm.java.lang.Class.forName("no.such.Class")
-    assert _summarize(java_error.value) == "java.lang.ClassNotFoundException: no.such.Class"
+    assert summarize(java_error.value) == "java.lang.ClassNotFoundException: no.such.Class"
 
     @F.udf("int")
     def boom(x):
@@ -226,7 +227,7 @@ def test_errors_from_spark_are_summarized_in_one_line(spark):
 
     with pytest.raises(PythonException) as python_error:
         spark.range(1).select(boom("id")).collect()
-    assert _summarize(python_error.value) == \
+    assert summarize(python_error.value) == \
         "a Python worker failed: ValueError: boom on row"
 
 
@@ -259,3 +260,30 @@ def test_bad_master_is_one_line_naming_the_kept_log(tmp_path):
     assert "could not start Spark" in line and "Master must" in line
     log = line.rsplit("(Spark log: ", 1)[1].rstrip(")")
     assert os.path.dirname(log) == str(tmp_path) and "SparkException" in open(log).read()
+
+
+def test_featurize_on_spark_connect_equals_classic(spark, connect_server, mixed_folder, tmp_path):
+    output = str(tmp_path / "remote.parquet")
+    done = cli_process("featurize", str(mixed_folder), "--remote", connect_server.url,
+                       "--output", output, tmpdir=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 image files, 2 invalid" in done.stderr
+    assert connect_server.token not in done.stderr + done.stdout
+    remote = {os.path.basename(r["path"]): r for r in spark.read.parquet(output).collect()}
+    reference = DeepImageFeaturizer(inputCol="image", outputCol="features",
+                                    modelName="EfficientNetLite0").transform(
+        readImages(str(mixed_folder))).select("image.origin", "features").collect()
+    reference = {os.path.basename(r.origin): r.features for r in reference}
+    for name in ("coffee.jpg", "chelsea.jpg"):
+        np.testing.assert_allclose(remote[name]["features"].toArray(),
+                                   reference[name].toArray(), rtol=1e-5, atol=1e-6)
+    assert remote["notes.txt"]["features"] is None and remote["notes.txt"]["error"]
+
+
+def test_unreachable_remote_is_one_line_at_once(capsys):
+    code, out, err = run(capsys, "predict", "--remote", "sc://127.0.0.1:1/;token=secret")
+    line = assert_one_line_error(err)
+    assert code == 1 and "could not connect to the Spark Connect server sc://127.0.0.1:1" in line
+    assert "secret" not in err
+    code, _, err = run(capsys, "predict", "--remote", "sc://127.0.0.1:1", "--master", "local")
+    assert code == 2 and "exclude each other" in assert_one_line_error(err)

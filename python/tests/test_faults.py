@@ -293,7 +293,7 @@ def tiny_fit(spark, model_file):
 
 
 def test_training_task_killed_retrains_the_whole_model(cluster_spark, tiny_cnn):
-    from sparkdl.engine.handle import modelFromBytes
+    from sparkdl.engine.shipping import modelFromBytes
 
     sc = cluster_spark.sparkContext
     wait_for_executors(sc)

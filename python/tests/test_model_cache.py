@@ -50,7 +50,7 @@ def test_relaxed_predict_function_serves_every_batch_size_without_retracing():
     import keras
     import numpy as np
 
-    from sparkdl.engine.handle import relaxBatchDimension
+    from sparkdl.engine.shipping import relaxBatchDimension
 
     def model():
         return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),
@@ -69,14 +69,3 @@ def test_relaxed_predict_function_serves_every_batch_size_without_retracing():
     ragged = keras.Sequential([keras.Input((None, 3)), keras.layers.Dense(2)])
     relaxBatchDimension(ragged)
     assert getattr(ragged, "predict_function", None) is None
-
-
-def test_freeze_worker_heap_freezes_once():
-    model_cache.clear()
-    assert gc.get_freeze_count() == 0
-    model_cache.freezeWorkerHeap()
-    frozen = gc.get_freeze_count()
-    assert frozen > 0
-    kept = [object() for _ in range(10)]  # noqa: F841  (new objects stay collectable)
-    model_cache.freezeWorkerHeap()
-    assert gc.get_freeze_count() == frozen

@@ -7,10 +7,13 @@
   a float32 image struct.
 - :func:`imagePreprocessorModelUdf`: image structs -> ``array<float>``, each image's input
   built by a user ``preprocessor`` (RGB ``H x W x C`` array -> model input) instead of resizing.
+- :func:`loaderArraysUdf`: image URIs -> ``struct<x, error>``, the loader's arrays flattened
+  (the estimator stores them for training).
 
-Per chunk of ``batchSize`` rows, the valid inputs are stacked and predicted on with one
-``predict_on_batch`` per input shape (one call when the model's input shape is fixed), with
-the worker-cached model of a :class:`sparkdl.engine.handle.ModelHandle`. Null in -> null out.
+Per chunk of ``batchSize`` rows, the valid inputs are stacked and predicted on with one call
+per input shape (:func:`sparkdl.engine.codec.groupByShape`; one call when the model's input
+shape is fixed), with the worker-cached model of a :class:`sparkdl.engine.shipping.Handle`.
+Null in -> null out.
 """
 from typing import Iterator
 
@@ -19,35 +22,28 @@ import pyarrow as pa
 
 __all__ = [
     "OUTPUT_MODES",
-    "modelSignature",
+    "modelShapes",
     "formatShape",
     "imageFileModelUdf",
     "imagePreprocessorModelUdf",
     "checkPreprocessor",
+    "loaderArraysUdf",
 ]
 
 #: ``outputMode`` values of :func:`imageFileModelUdf`.
 OUTPUT_MODES = ("vector", "image")
 
-_signatures = {}
 
-
-def modelSignature(handle):
-    """Driver-side: ``(inputShapes, outputShapes)`` of the handle's model, each a tuple of
-    shapes without the batch dimension (``None`` for a variable dimension), or ``None`` when
-    Keras cannot tell (e.g. a subclassed model). Loaded once per model content."""
-    key = (handle.key, handle.safeMode)  # loading under safe_mode is part of the check
-    if key not in _signatures:
-        from sparkdl.engine.handle import modelFromBytes
-
-        model = modelFromBytes(handle._broadcast.value, handle.safeMode)
-        try:
-            signature = (tuple(tuple(t.shape[1:]) for t in model.inputs),
-                         tuple(tuple(t.shape[1:]) for t in model.outputs))
-        except (AttributeError, ValueError, TypeError):
-            signature = None
-        _signatures[key] = signature
-    return _signatures[key]
+def modelShapes(model):
+    """``(inputShapes, outputShapes)`` of a Keras model, each a tuple of shapes without the
+    batch dimension (``None`` for a variable dimension), or ``None`` when Keras cannot tell
+    (e.g. a subclassed model). Read on the driver with
+    :meth:`sparkdl.engine.shipping.Handle.inspect`."""
+    try:
+        return (tuple(tuple(t.shape[1:]) for t in model.inputs),
+                tuple(tuple(t.shape[1:]) for t in model.outputs))
+    except (AttributeError, ValueError, TypeError):
+        return None
 
 
 def formatShape(shape):
@@ -75,50 +71,31 @@ def _modelInput(arr, inputShape, what):
 
 
 def _predictByShape(model, inputs):
-    """``{row: float32 array}`` -> ``{row: output array}``: one ``predict_on_batch`` per distinct
-    input shape (so a fully convolutional model takes images of any size, and a row's output
-    never depends on which rows share its batch)."""
-    groups = {}
-    for i, arr in inputs.items():
-        groups.setdefault(arr.shape, []).append(i)
-    outputs = {}
-    for rows in groups.values():
-        out = model.predict_on_batch(np.stack([inputs[i] for i in rows]))
-        out = np.asarray(out, np.float32)
-        for j, i in enumerate(rows):
-            outputs[i] = out[j]
-    return outputs
+    """``{row: float32 array}`` -> ``[(rows, outputs)]``: one call per distinct input shape
+    (so a fully convolutional model takes images of any size, and a row's output never
+    depends on which rows share its batch)."""
+    from sparkdl.engine.codec import groupByShape
+
+    rows = np.array(sorted(inputs), np.int64)
+    pieces = []
+    for group in groupByShape(rows, [inputs[i].shape for i in rows]):
+        out = model.predict(np.stack([inputs[i] for i in group]))
+        pieces.append((group, np.asarray(out, np.float32)))
+    return pieces
 
 
-def _listArray(outputs, n):
-    """``{row: array}`` -> Arrow ``list<float>`` of ``n`` rows (flattened; others null)."""
-    lengths = np.zeros(n, np.int64)
-    mask = np.ones(n, bool)
-    for i, out in outputs.items():
-        lengths[i] = out.size
-        mask[i] = False
-    offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    values = [outputs[i].ravel() for i in sorted(outputs)]
-    flat = np.concatenate(values) if values else np.zeros(0, np.float32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()),
-                                    mask=pa.array(mask))
-
-
-def _imageArray(outputs, origins, n):
-    """``{row: H x W x C RGB output}`` -> Arrow image structs (float32, stored BGR)."""
-    from sparkdl.image import imageIO
-    from sparkdl.image.arrow import structArrayFromImages
-
-    rows = [None] * n
-    for i, out in outputs.items():
-        if out.ndim == 2:
-            out = out[:, :, np.newaxis]
-        if out.ndim != 3 or out.shape[2] not in (1, 3, 4):
-            raise ValueError(f"outputMode='image' needs a model output of H x W x C with C in "
-                             f"1, 3, 4; got {formatShape(out.shape)}")
-        rows[i] = imageIO.imageArrayToStruct(imageIO.rgbToStructOrder(out), origin=origins[i])
-    return structArrayFromImages(rows)
+def _loadRows(imageLoader, uris):
+    """Run the user's ``imageLoader`` on each URI: ``({row: array}, [reason or None])``; a null
+    URI is neither loaded nor an error."""
+    arrays, errors = {}, [None] * len(uris)
+    for i, uri in enumerate(uris):
+        if uri is None:
+            continue
+        try:
+            arrays[i] = imageLoader(uri)
+        except Exception as e:  # the user's loader: the reason goes to the row's error
+            errors[i] = f"imageLoader failed: {type(e).__name__}: {e}"
+    return arrays, errors
 
 
 def _resultType(outputMode):
@@ -133,7 +110,7 @@ def _resultType(outputMode):
 def imageFileModelUdf(handle, imageLoader, inputShape=None, outputMode="vector", batchSize=64):
     """Build the Arrow UDF ``uri -> struct<output, error>`` for one stage.
 
-    :param handle: :class:`sparkdl.engine.handle.ModelHandle` of a Keras model with one input
+    :param handle: :class:`sparkdl.engine.shipping.Handle` of a Keras model with one input
         ``(batch, height, width, channels)``.
     :param imageLoader: ``uri -> array`` (``H x W x C`` or ``1 x H x W x C``, any real dtype,
         cast to float32), run on the executors. What it raises becomes the row's ``error``.
@@ -142,7 +119,7 @@ def imageFileModelUdf(handle, imageLoader, inputShape=None, outputMode="vector",
     :param outputMode: ``"vector"``: ``output`` is the model's output flattened, as
         ``array<float>``; ``"image"``: a float32 image struct (CV_32FC1/3/4) of the model's
         ``H x W x C`` output, read as RGB(A) and stored in the struct's BGR(A) order.
-    :param batchSize: rows per chunk (one ``predict_on_batch`` per input shape in a chunk).
+    :param batchSize: rows per chunk (one call per input shape in a chunk).
     """
     from pyspark.sql.functions import arrow_udf
 
@@ -152,62 +129,30 @@ def imageFileModelUdf(handle, imageLoader, inputShape=None, outputMode="vector",
 
     @arrow_udf(_resultType(outputMode))
     def predictFiles(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sparkdl.engine.image_file_udf import _imageArray, _listArray, _modelInput, _predictByShape
-        from sparkdl.image.arrow import iterChunks
+        from sparkdl.engine.codec import imageColumn, listColumn
+        from sparkdl.engine.image_file_udf import _loadRows, _modelInput, _predictByShape
+        from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         for chunk in iterChunks(batches, batchSize):
             n = len(chunk)
             uris = chunk.to_pylist()
-            errors, inputs = [None] * n, {}
-            for i, uri in enumerate(uris):
-                if uri is None:
-                    continue
-                try:
-                    arr = imageLoader(uri)
-                except Exception as e:  # the user's loader: the reason goes to the row's error
-                    errors[i] = f"imageLoader failed: {type(e).__name__}: {e}"
-                    continue
+            loaded, errors = _loadRows(imageLoader, uris)
+            inputs = {}
+            for i, arr in loaded.items():
                 try:
                     inputs[i] = _modelInput(arr, inputShape, "imageLoader")
                 except ValueError as e:
                     errors[i] = str(e)
-            outputs = _predictByShape(model, inputs) if inputs else {}
+            pieces = _predictByShape(model, inputs) if inputs else []
             if outputMode == "image":
-                output = _imageArray(outputs, uris, n)
+                output = imageColumn(pieces, n, uris, "RGB")
             else:
-                output = _listArray(outputs, n)
+                output = listColumn(pieces, n)
             yield pa.StructArray.from_arrays([output, pa.array(errors, pa.string())],
                                              names=["output", "error"])
 
     return predictFiles
-
-
-def _rgbImages(chunk):
-    """Arrow image structs -> ``[(row, origin, RGB H x W x 3 array)]`` for the valid rows
-    (uint8 for 8-bit images, float32 for float ones; gray repeated, alpha dropped)."""
-    from sparkdl.image import imageIO
-
-    class _Struct:
-        __slots__ = ("height", "width", "nChannels", "mode", "data")
-
-    images = []
-    for i, row in enumerate(chunk.to_pylist()):
-        if row is None or not row["height"] or row["height"] <= 0 or not row["width"] \
-                or row["width"] <= 0:
-            continue
-        s = _Struct()
-        s.height, s.width, s.nChannels, s.mode, s.data = (
-            row["height"], row["width"], row["nChannels"], row["mode"], row["data"])
-        try:
-            arr = imageIO.imageStructToArray(s)
-        except ValueError:  # an unsupported mode or a corrupt struct: a null output
-            continue
-        arr = imageIO.rgbToStructOrder(arr)[:, :, :3]
-        if arr.shape[2] == 1:
-            arr = np.repeat(arr, 3, axis=2)
-        images.append((i, row["origin"], arr))
-    return images
 
 
 def imagePreprocessorModelUdf(handle, preprocessor, inputShape=None, batchSize=64, name=None):
@@ -229,24 +174,30 @@ def imagePreprocessorModelUdf(handle, preprocessor, inputShape=None, batchSize=6
 
     @arrow_udf("array<float>")
     def predictPreprocessed(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sparkdl.engine.image_file_udf import _listArray, _modelInput, _predictByShape, _rgbImages
-        from sparkdl.image.arrow import iterChunks
+        from sparkdl.engine.codec import listColumn, structPixels, toChannelOrder
+        from sparkdl.engine.image_file_udf import _modelInput, _predictByShape
+        from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         for chunk in iterChunks(batches, batchSize):
+            # flatten() applies the struct's slice offset to its children (field() may not).
+            origins = chunk.flatten()[0].to_pylist() if len(chunk) else []
             inputs = {}
-            for i, origin, rgb in _rgbImages(chunk):
+            for i, pixels in enumerate(structPixels(chunk)):
+                if pixels is None:
+                    continue
+                rgb = toChannelOrder(pixels, "RGB", dtype=None)
                 try:
                     out = preprocessor(rgb)
                 except Exception as e:
-                    raise RuntimeError(f"{what} failed on image {origin!r}: "
+                    raise RuntimeError(f"{what} failed on image {origins[i]!r}: "
                                        f"{type(e).__name__}: {e}") from e
                 try:
                     inputs[i] = _modelInput(out, inputShape, what)
                 except ValueError as e:
-                    raise ValueError(f"{e} (image {origin!r})") from None
-            outputs = _predictByShape(model, inputs) if inputs else {}
-            yield _listArray(outputs, len(chunk))
+                    raise ValueError(f"{e} (image {origins[i]!r})") from None
+            pieces = _predictByShape(model, inputs) if inputs else []
+            yield listColumn(pieces, len(chunk))
 
     return predictPreprocessed
 
@@ -268,3 +219,29 @@ def checkPreprocessor(preprocessor, inputShape=None, what="preprocessor"):
                          f"{type(e).__name__}: {e}") from e
     _modelInput(out, None if inputShape is None else tuple(inputShape), what)
 
+
+def loaderArraysUdf(imageLoader, batchSize=64):
+    """Build the Arrow UDF ``uri -> struct<x: array<float>, error: string>``: the user's
+    ``imageLoader`` output flattened to float32 (null for a null URI), or null and the reason
+    it failed. Loads no model (the worker's heap is frozen once)."""
+    from pyspark.sql.functions import arrow_udf
+
+    @arrow_udf("struct<x:array<float>,error:string>")
+    def loadArrays(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        from sparkdl.engine.image_file_udf import _loadRows
+        from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
+
+        freezeWorkerHeap()
+        for uris in iterChunks(batches, batchSize):
+            loaded, errors = _loadRows(imageLoader, uris.to_pylist())
+            xs = [None] * len(uris)
+            for i, arr in loaded.items():
+                try:
+                    xs[i] = np.asarray(arr, np.float32).ravel()
+                except Exception as e:  # e.g. a ragged list: this row's reason
+                    errors[i] = f"imageLoader failed: {type(e).__name__}: {e}"
+            yield pa.StructArray.from_arrays(
+                [pa.array(xs, pa.list_(pa.float32())), pa.array(errors, pa.string())],
+                names=["x", "error"])
+
+    return loadArrays

@@ -8,17 +8,19 @@ concurrent task runs in its own worker, so N task slots hold up to N copies of a
 cache is bounded (:data:`MAX_MODELS`, least recently used evicted) so a long session that
 uses many models does not grow without limit.
 
-After each load the worker's heap is frozen (:func:`gc.freeze`): PySpark's daemon runs a full
-``gc.collect()`` after every task of a reused worker, and with TensorFlow and a model in the
-process that walk alone cost about half a second of CPU per task, more than a small task's
-inference. Frozen objects are skipped by later collections; the heap is unfrozen and
-collected again at the next load, so an evicted model's reference cycles are still freed.
+After each load the worker's heap is frozen (:func:`sparkdl.utils.worker.refreezeWorkerHeap`):
+PySpark's daemon runs a full ``gc.collect()`` after every task of a reused worker, and with
+TensorFlow and a model in the process that walk alone cost about half a second of CPU per
+task, more than a small task's inference. Frozen objects are skipped by later collections; the
+heap is unfrozen and collected again at the next load, so an evicted model's reference cycles
+are still freed.
 """
-import gc
 import threading
 from collections import OrderedDict
 
-__all__ = ["get", "loadCount", "clear", "freezeWorkerHeap", "MAX_MODELS"]
+from sparkdl.utils.worker import refreezeWorkerHeap, unfreezeWorkerHeap
+
+__all__ = ["get", "loadCount", "clear", "MAX_MODELS"]
 
 #: Models kept per worker before the least recently used is evicted.
 MAX_MODELS = 4
@@ -26,7 +28,6 @@ MAX_MODELS = 4
 _models = OrderedDict()
 _loads = {}
 _lock = threading.Lock()
-_frozen = False
 
 
 def get(key, load):
@@ -40,29 +41,8 @@ def get(key, load):
         _loads[key] = _loads.get(key, 0) + 1
         while len(_models) > MAX_MODELS:
             _models.popitem(last=False)
-        _refreeze()
+        refreezeWorkerHeap()
         return model
-
-
-def _refreeze():
-    """Collect everything (evicted models included), then freeze what is left alive."""
-    global _frozen
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    _frozen = True
-
-
-def freezeWorkerHeap():
-    """Freeze this worker's heap once, for UDFs that load no model (decoding, loaders).
-
-    With only PySpark, pyarrow and pandas imported, the daemon's full collection after each
-    task took about 55 ms: a third of reading 30 photos. Call it at the start of a UDF.
-    """
-    if not _frozen:
-        with _lock:
-            if not _frozen:
-                _refreeze()
 
 
 def loadCount(key):
@@ -71,9 +51,7 @@ def loadCount(key):
 
 
 def clear():
-    global _frozen
+    """Drop every cached model and unfreeze the heap."""
     with _lock:
         _models.clear()
-        gc.unfreeze()
-        gc.collect()
-        _frozen = False
+        unfreezeWorkerHeap()

@@ -8,26 +8,11 @@
 """
 import os
 
-__all__ = ["configure", "taskCpus", "taskGpus"]
+from sparkdl.utils.worker import taskCpus, taskGpus
+
+__all__ = ["configure"]
 
 _configured = {}
-
-
-def taskCpus():
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    return max(1, int(ctx.cpus())) if ctx is not None else max(1, os.cpu_count() or 1)
-
-
-def taskGpus():
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    if ctx is None:
-        return None
-    gpu = ctx.resources().get("gpu")
-    return list(gpu.addresses) if gpu is not None else []
 
 
 def configure():

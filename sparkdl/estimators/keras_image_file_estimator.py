@@ -1,5 +1,8 @@
 """KerasImageFileEstimator: Keras training as a Spark ML Estimator whose data never visits
 the driver, and whose fitted model serves through the same loader and engine it trained with.
+
+This module holds the params and the stages; the data store is
+:mod:`sparkdl.estimators.store`, the training loop :mod:`sparkdl.estimators.training`.
 """
 import json
 import logging
@@ -14,12 +17,12 @@ from pyspark import keyword_only
 from pyspark.ml import Estimator, Model
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasInputCol, HasLabelCol, HasOutputCol, HasSeed
-from pyspark.sql import functions as F
-from pyspark.sql.types import IntegralType, StringType
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
-from sparkdl.param.shared import HasBatchSize, HasImageLoader, HasKerasModel
-from sparkdl.transformers.keras_image import KerasImageFileTransformer, _toOutputMode
+from sparkdl.param.shared import HasBatchSize, HasImageLoader
+from sparkdl.transformers.keras_image import KerasImageFileTransformer
+from sparkdl.transformers.stage import (HasKerasModel, HasOutputMode, checkColumn,
+                                        checkStringColumn)
 
 __all__ = ["KerasImageFileEstimator", "KerasImageFileModel"]
 
@@ -91,7 +94,7 @@ def _toNumWorkers(value):
 
 
 class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, HasImageLoader,
-                       HasBatchSize, HasSeed):
+                       HasBatchSize, HasSeed, HasOutputMode):
     kerasOptimizer = Param(Params._dummy(), "kerasOptimizer",
                            "Keras optimizer: a name (e.g. 'adam') or a config dict",
                            typeConverter=_toOptimizer)
@@ -102,9 +105,6 @@ class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, Ha
     kerasFitParams = Param(Params._dummy(), "kerasFitParams",
                            "arguments for model.fit: " + ", ".join(FIT_PARAMS),
                            typeConverter=_toFitParams)
-    outputMode = Param(Params._dummy(), "outputMode",
-                       "fitted model output: 'vector' or 'image' (see KerasImageFileTransformer)",
-                       typeConverter=_toOutputMode)
     storeDir = Param(Params._dummy(), "storeDir",
                      "directory (any URI Spark and pyarrow read) where fit materializes the "
                      "training data once; must be readable by every executor. Default: a "
@@ -139,12 +139,6 @@ class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, Ha
     def setKerasFitParams(self, value):
         return self._set(kerasFitParams=value)
 
-    def getOutputMode(self):
-        return self.getOrDefault(self.outputMode)
-
-    def setOutputMode(self, value):
-        return self._set(outputMode=value)
-
     def setInputCol(self, value):
         return self._set(inputCol=value)
 
@@ -169,278 +163,6 @@ class KerasImageFileModel(KerasImageFileTransformer, Model):
     """
 
     fitSummary = None
-
-
-def _materialize(dataset, inputCol, labelCol, loader, storeDir):
-    """Write (x, label, fold) for every usable row to Parquet under ``storeDir`` once.
-
-    :return: dict with the row counts, the sample shape and the label kind.
-    """
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.ml.linalg import VectorUDT
-
-    labelType = dataset.schema[labelCol].dataType
-    if isinstance(labelType, VectorUDT):
-        label, kind = vector_to_array(F.col(labelCol), "float32"), "onehot"
-    elif isinstance(labelType, IntegralType):
-        label, kind = F.col(labelCol).cast("int"), "index"
-    else:
-        raise TypeError(f"labelCol {labelCol!r} must be a one-hot ML vector (dense or sparse) "
-                        f"or an integer class index, got {labelType.simpleString()}")
-    loaded = dataset.select(
-        _loadUdf(loader)(F.col(inputCol)).alias("_loaded"), label.alias("label"),
-        # a fixed split of the rows for validation_split, stable across epochs and tasks
-        (F.abs(F.xxhash64(F.col(inputCol))) % 1000).cast("int").alias("fold"))
-    # Small row groups keep a training task's read buffer small; "loaded" lets the counts
-    # below read no tensor column at all.
-    loaded.select(F.col("_loaded.x").alias("x"), F.col("_loaded.error").alias("error"),
-                  F.col("_loaded.x").isNotNull().alias("loaded"), "label", "fold") \
-        .write.mode("overwrite").option("parquet.block.size", 16 * 1024 * 1024).parquet(storeDir)
-    stored = dataset.sparkSession.read.parquet(storeDir).select("loaded", "error", "label")
-    counts = stored.select(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.col("error").isNotNull().cast("int")).alias("loaderErrors"),
-        F.sum((F.col("error").isNull() & ~F.col("loaded")).cast("int")).alias("nullUris"),
-        F.sum((F.col("error").isNull() & F.col("loaded") & F.col("label").isNull())
-              .cast("int")).alias("nullLabels"),
-    ).first().asDict()
-    counts = {k: int(v or 0) for k, v in counts.items()}
-    counts["usable"] = counts["rows"] - counts["loaderErrors"] - counts["nullUris"] - counts["nullLabels"]
-    return counts, kind
-
-
-def _loadUdf(loader):
-    from typing import Iterator
-
-    import pyarrow as pa
-
-    @F.arrow_udf("struct<x:array<float>,error:string>")
-    def load(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        import numpy as np
-
-        from sparkdl.engine.model_cache import freezeWorkerHeap
-        from sparkdl.image.arrow import iterChunks
-
-        freezeWorkerHeap()
-        for uris in iterChunks(batches, 64):
-            xs, errors = [], []
-            for uri in uris.to_pylist():
-                x = error = None
-                if uri is not None:
-                    try:
-                        x = np.asarray(loader(uri), np.float32).ravel()
-                    except Exception as e:  # the user's loader: keep the reason, skip the row
-                        error = f"imageLoader failed: {type(e).__name__}: {e}"
-                xs.append(x)
-                errors.append(error)
-            yield pa.StructArray.from_arrays(
-                [pa.array(xs, pa.list_(pa.float32())), pa.array(errors, pa.string())],
-                names=["x", "error"])
-
-    return load
-
-
-def _usableRows(storeDir, validation, cut):
-    """The store's row groups in a fixed order (files by path, row groups in file order), each
-    with the positions of its usable rows in the training (or validation) fold.
-
-    Reads only the small columns: the tensor column is read by :func:`_readRows`.
-    """
-    import numpy as np
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
-    plan = []
-    data = ds.dataset(storeDir, format="parquet")
-    for fragment in sorted(data.get_fragments(), key=lambda f: f.path):
-        for group in fragment.split_by_row_group():
-            t = group.to_table(columns=["error", "loaded", "label", "fold"])
-            inFold = (pc.less(t["fold"], cut) if validation
-                      else pc.greater_equal(t["fold"], cut))
-            usable = pc.and_(pc.and_(pc.is_null(t["error"]), t["loaded"]),
-                             pc.and_(pc.is_valid(t["label"]), inFold))
-            plan.append((group, np.flatnonzero(usable.to_numpy(zero_copy_only=False))))
-    return plan
-
-
-def _shard(plan, rank, size):
-    """Rank ``rank``'s part of ``plan`` (from :func:`_usableRows`): the ``rank``-th of
-    ``size`` contiguous ranges of the usable rows in plan order, sizes differing by at most
-    one row. The shards are disjoint, cover every usable row, and each rank reads only the row
-    groups its range touches."""
-    total = sum(len(positions) for _, positions in plan)
-    lo, hi = total * rank // size, total * (rank + 1) // size
-    part, start = [], 0
-    for group, positions in plan:
-        a, b = max(lo - start, 0), min(hi - start, len(positions))
-        if a < b:
-            part.append((group, positions[a:b]))
-        start += len(positions)
-    return part
-
-
-def _readRows(part, inputShape, kind):
-    """Yield (x, y) numpy batches of the rows of ``part``, one row group at a time."""
-    import numpy as np
-
-    for group, positions in part:
-        t = group.to_table(columns=["x", "label"]).take(positions)
-        x = t.column("x").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        x = x.reshape((len(t),) + inputShape)
-        label = t.column("label").combine_chunks()
-        y = (label.flatten().to_numpy(zero_copy_only=False).reshape(len(t), -1)
-             if kind == "onehot" else label.to_numpy(zero_copy_only=False))
-        yield x.astype(np.float32, copy=False), y
-
-
-def _tfDataset(part, inputShape, kind, batchSize, shuffleSeed=None, repeat=False):
-    """A tf.data pipeline streaming ``part``'s rows in batches of ``batchSize``; shuffled
-    within a bounded buffer when ``shuffleSeed`` is given (memory is the batch's, not the
-    data's); endless with ``repeat`` (cycling through the rows)."""
-    import tensorflow as tf
-
-    ySpec = (tf.TensorSpec((None, None), tf.float32) if kind == "onehot"
-             else tf.TensorSpec((None,), tf.int32))
-    spec = (tf.TensorSpec((None,) + inputShape, tf.float32), ySpec)
-    d = tf.data.Dataset.from_generator(lambda: _readRows(part, inputShape, kind),
-                                       output_signature=spec).unbatch()
-    if shuffleSeed is not None:
-        d = d.shuffle(4 * batchSize, seed=shuffleSeed)
-    if repeat:
-        d = d.repeat()
-    return d.batch(batchSize).prefetch(1)
-
-
-def _prepareTraining(modelBytes, safeMode, optimizer, loss, fitParams, seed, distributed):
-    """Set up TensorFlow and compile the model; return (model, fit arguments, batch size,
-    validation split, shuffle)."""
-    from sparkdl.engine import runtime
-    from sparkdl.engine.handle import modelFromBytes
-
-    runtime.configure()
-    import keras
-
-    keras.utils.set_random_seed(seed % 2**32)  # shuffling, dropout, optimizer state: reproducible
-    model = modelFromBytes(modelBytes, safeMode)
-    fitParams = dict(fitParams)
-    batchSize = int(fitParams.pop("batch_size", 32))
-    validationSplit = float(fitParams.pop("validation_split", 0.0))
-    shuffle = fitParams.pop("shuffle", True)
-    opt = keras.optimizers.get(optimizer)
-    if distributed:
-        from sparkdl.horovod.tensorflow.keras import DistributedOptimizer
-
-        opt = DistributedOptimizer(opt)
-    # XLA cannot compile the collective ops of the distributed optimizer.
-    model.compile(optimizer=opt, loss=loss, metrics=["accuracy"],
-                  **({"jit_compile": False} if distributed else {}))
-    return model, fitParams, batchSize, int(round(validationSplit * 1000)), shuffle
-
-
-def _trainOne(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind, seed):
-    """Runs inside a Spark task: stream the stored rows into model.fit, return the weights."""
-    from sparkdl.engine.handle import modelToBytes
-
-    model, fitParams, batchSize, cut, shuffle = _prepareTraining(
-        modelBytes, safeMode, optimizer, loss, fitParams, seed, distributed=False)
-    inputShape = tuple(model.inputs[0].shape[1:])
-    train = _usableRows(storeDir, False, cut)
-    rows = sum(len(p) for _, p in train)
-    timer = _EpochTimer()
-    history = model.fit(
-        _tfDataset(train, inputShape, kind, batchSize, seed % 2**32 if shuffle else None),
-        validation_data=(_tfDataset(_usableRows(storeDir, True, cut), inputShape, kind,
-                                    batchSize) if cut else None),
-        callbacks=[timer], shuffle=False, **fitParams)  # tf.data shuffles, not Keras
-    result = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    result["epoch_seconds"] = timer.seconds
-    steps = fitParams.get("steps_per_epoch") or -(-rows // batchSize)
-    return modelToBytes(model), result, {"workerRows": [rows], "stepsPerEpoch": int(steps)}
-
-
-def _trainRank(modelBytes, safeMode, storeDir, optimizer, loss, fitParams, kind, seed):
-    """Runs in each HorovodRunner rank: train on this rank's shard with gradients averaged
-    over all ranks; rank 0 returns the weights, others None."""
-    from sparkdl import horovod as shvd
-    from sparkdl.engine.handle import modelToBytes
-
-    rank, size = shvd.rank(), shvd.size()
-    model, fitParams, batchSize, cut, shuffle = _prepareTraining(
-        modelBytes, safeMode, optimizer, loss, fitParams, seed + rank, distributed=True)
-    from sparkdl.horovod.tensorflow.keras import BroadcastGlobalVariablesCallback, LogCallback
-
-    inputShape = tuple(model.inputs[0].shape[1:])
-    plan = _usableRows(storeDir, False, cut)
-    workerRows = [sum(len(p) for _, p in _shard(plan, r, size)) for r in range(size)]
-    if min(workerRows) == 0:
-        raise ValueError(f"numWorkers={size} needs at least {size} usable training rows, "
-                         f"got {sum(workerRows)}")
-    # Every rank must run the same number of steps (each step averages gradients over all
-    # ranks): each cycles through its shard endlessly, the same steps per epoch everywhere.
-    steps = int(fitParams.pop("steps_per_epoch", None)
-                or max(1, sum(workerRows) // (size * batchSize)))
-    verbose = fitParams.pop("verbose", 1)
-    validation = None
-    if rank == 0 and cut:
-        # Only rank 0 validates, on the whole validation fold (no collective ops involved).
-        validation = _tfDataset(_usableRows(storeDir, True, cut), inputShape, kind, batchSize)
-    timer = _EpochTimer()
-    callbacks = [BroadcastGlobalVariablesCallback(0), _MetricAverage(), timer]
-    if rank == 0 and verbose:
-        callbacks.append(LogCallback())
-    history = model.fit(
-        _tfDataset(_shard(plan, rank, size), inputShape, kind, batchSize,
-                   (seed + rank) % 2**32 if shuffle else None, repeat=True),
-        validation_data=validation, steps_per_epoch=steps, callbacks=callbacks,
-        verbose=verbose if rank == 0 else 0, shuffle=False, **fitParams)
-    if rank != 0:
-        return None
-    result = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    result["epoch_seconds"] = timer.seconds
-    return modelToBytes(model), result, {"workerRows": workerRows, "stepsPerEpoch": steps}
-
-
-def _MetricAverage():
-    """A Keras callback averaging each epoch's training metrics over all ranks (each ran the
-    same number of steps, so this is the metric over all their rows), as Horovod's
-    MetricAverageCallback does. Validation metrics are rank 0's own (only it validates)."""
-    import keras
-    import numpy as np
-
-    from sparkdl.horovod.tensorflow import allreduce
-
-    class MetricAverage(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is None:
-                return
-            keys = sorted(k for k in logs if not k.startswith("val_"))
-            if keys:
-                values = np.array([float(logs[k]) for k in keys], np.float64)
-                mean = np.asarray(allreduce(values, average=True))
-                for k, v in zip(keys, mean):
-                    logs[k] = float(v)
-
-    return MetricAverage()
-
-
-def _EpochTimer():
-    """A Keras callback recording each epoch's wall time (for fitSummary and benchmarks)."""
-    import time
-
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
 
 
 class _FitMultipleIterator:
@@ -560,13 +282,8 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
         if self.getImageLoader() is None:
             raise ValueError("imageLoader must be set to a function uri -> numpy array "
                              "(the model's input, preprocessed)")
-        for col, param in ((self.getInputCol(), "inputCol"), (self.getLabelCol(), "labelCol")):
-            if col not in dataset.columns:
-                raise ValueError(f"{param} {col!r} is not a column of the DataFrame "
-                                 f"{dataset.columns}")
-        if not isinstance(dataset.schema[self.getInputCol()].dataType, StringType):
-            raise TypeError(f"inputCol {self.getInputCol()!r} must hold image URIs (string), "
-                            f"got {dataset.schema[self.getInputCol()].dataType.simpleString()}")
+        checkStringColumn(dataset, self.getInputCol(), "inputCol")
+        checkColumn(dataset, self.getLabelCol(), "labelCol")
         for paramMap in paramMaps:
             names = {p.name for p in paramMap}
             if names - set(TUNABLE_PARAMS):
@@ -607,19 +324,15 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
 
     def _trainAll(self, dataset, estimators):
         spark = dataset.sparkSession
+        from sparkdl.estimators.store import materialize
+        from sparkdl.estimators.training import checkSlots, trainJobs
+
         numWorkers = self.getNumWorkers()
-        if numWorkers > 1:
-            # HorovodRunner's own check, before the data is materialized: with fewer task
-            # slots than numWorkers it fails at once, saying how many there are.
-            import time
-
-            from sparkdl.horovod.runner import _check_cluster
-
-            _check_cluster(spark.sparkContext, numWorkers, time.monotonic() + 600)
+        checkSlots(spark, numWorkers)  # before the data is materialized
         storeDir, temporary = self._storeDir(spark)
         try:
-            counts, kind = _materialize(dataset, self.getInputCol(), self.getLabelCol(),
-                                        self.getImageLoader(), storeDir)
+            counts, kind = materialize(dataset, self.getInputCol(), self.getLabelCol(),
+                                       self.getImageLoader(), storeDir)
             skipped = {k: counts[k] for k in ("loaderErrors", "nullUris", "nullLabels")}
             if counts["usable"] == 0:
                 raise ValueError(f"no usable training rows in {counts['rows']} rows "
@@ -629,29 +342,14 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
                                sum(skipped.values()), counts["rows"], skipped)
             for est in estimators:
                 est._checkLossForLabels(est.getKerasLoss(), kind)
-            modelBytes = self._kerasModelBytes()
+            handle = self._kerasModelHandle(spark)
             # trained models return to the driver together, all param maps at once
             from sparkdl.estimators.driver_memory import checkDriverMemory
 
-            checkDriverMemory(spark, len(modelBytes), len(estimators) if numWorkers == 1 else 1)
+            checkDriverMemory(spark, handle.size, len(estimators) if numWorkers == 1 else 1)
             jobs = [(i, est.getKerasOptimizer(), est.getKerasLoss(), est.getKerasFitParams())
                     for i, est in enumerate(estimators)]
-            safeMode = self.getSafeMode()
-            seed = self.getSeed()
-            if numWorkers > 1:
-                results = self._trainDistributed(jobs, modelBytes, safeMode, storeDir, kind,
-                                                 seed, numWorkers)
-            else:
-                bc = spark.sparkContext.broadcast(modelBytes)
-
-                def run(job):
-                    i, optimizer, loss, fitParams = job
-                    return i, _trainOne(bc.value, safeMode, storeDir, optimizer, loss,
-                                        fitParams, kind, seed)
-
-                results = dict(spark.sparkContext.parallelize(jobs, len(jobs)).map(run)
-                               .collect())
-                bc.unpersist()
+            results = trainJobs(spark, jobs, handle, storeDir, kind, self.getSeed(), numWorkers)
         finally:
             if temporary:
                 shutil.rmtree(storeDir, ignore_errors=True)
@@ -666,17 +364,3 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
             model.fitSummary = dict(counts, history=history, numWorkers=numWorkers, **info)
             models.append(model)
         return models
-
-    @staticmethod
-    def _trainDistributed(jobs, modelBytes, safeMode, storeDir, kind, seed, numWorkers):
-        """One HorovodRunner job per param map, one after another (each takes numWorkers
-        task slots at once)."""
-        from sparkdl.horovod import HorovodRunner
-
-        results = {}
-        for i, optimizer, loss, fitParams in jobs:
-            runner = HorovodRunner(np=numWorkers, driver_log_verbosity="log_callback_only")
-            results[i] = runner.run(_trainRank, modelBytes=modelBytes, safeMode=safeMode,
-                                    storeDir=storeDir, optimizer=optimizer, loss=loss,
-                                    fitParams=fitParams, kind=kind, seed=seed)
-        return results

@@ -10,10 +10,9 @@ from sparkdl.image import imageIO
 
 __all__ = [
     "IMAGE_ARROW_TYPE",
-    "iterChunks",
     "decodeBatch",
     "loadBatch",
-    "structArrayFromImages",
+    "structArray",
 ]
 
 IMAGE_ARROW_TYPE = pa.struct(
@@ -26,33 +25,6 @@ IMAGE_ARROW_TYPE = pa.struct(
         ("data", pa.binary()),
     ]
 )
-
-
-def iterChunks(batches, size):
-    """Re-cut an iterator of Arrow batches (an array or a tuple of arrays) into chunks of
-    ``size`` rows (the last may be smaller): large batches are split, which bounds the memory
-    of a UDF whose output is larger than its input, and small ones merged, so that a model
-    sees full batches whatever the upstream cut (e.g. a chained decode UDF's chunks)."""
-    pending, rows, isTuple = [], 0, False
-
-    def emit():
-        arrays = pending[0] if len(pending) == 1 else tuple(
-            pa.concat_arrays([part[k] for part in pending]) for k in range(len(pending[0])))
-        return arrays if isTuple else arrays[0]
-
-    for batch in batches:
-        isTuple = isinstance(batch, tuple)
-        arrays = batch if isTuple else (batch,)
-        n, start = len(arrays[0]), 0
-        while start < n:
-            take = min(size - rows, n - start)
-            pending.append(tuple(a.slice(start, take) for a in arrays))
-            rows, start = rows + take, start + take
-            if rows == size:
-                yield emit()
-                pending, rows = [], 0
-    if pending:
-        yield emit()
 
 
 class _Builder:
@@ -81,18 +53,8 @@ class _Builder:
         self.valid[i] = False
 
     def finish(self):
-        images = pa.StructArray.from_arrays(
-            [
-                pa.array(self.origin, pa.string()),
-                pa.array(self.height),
-                pa.array(self.width),
-                pa.array(self.nChannels),
-                pa.array(self.mode),
-                pa.array(self.data, pa.binary()),
-            ],
-            fields=list(IMAGE_ARROW_TYPE),
-            mask=pa.array(~self.valid),
-        )
+        images = structArray(self.origin, self.height, self.width, self.nChannels, self.mode,
+                             self.data, nulls=~self.valid)
         return images, pa.array(self.error, pa.string())
 
 
@@ -165,9 +127,16 @@ def loadBatch(uris, loader=None, targetSize=None, resizeMethod="bilinear"):
     return out.finish()
 
 
-def structArrayFromImages(images):
-    """Arrow StructArray from a list of image struct rows/dicts (``None`` -> null)."""
-    return pa.array(
-        [None if r is None else (r.asDict() if hasattr(r, "asDict") else dict(r)) for r in images],
-        IMAGE_ARROW_TYPE,
-    )
+def structArray(origins, heights, widths, nChannels, modes, data, nulls=None):
+    """sparkdl's one builder of image-struct columns: an Arrow ``StructArray`` of
+    :data:`IMAGE_ARROW_TYPE` from its columns (Arrow arrays, numpy arrays or lists; ``data``
+    holds each row's bytes in the struct's order), with the rows of the bool mask ``nulls``
+    null."""
+    def column(values, arrowType):
+        return values if isinstance(values, pa.Array) else pa.array(values, arrowType)
+
+    return pa.StructArray.from_arrays(
+        [column(origins, pa.string()), column(heights, pa.int32()), column(widths, pa.int32()),
+         column(nChannels, pa.int32()), column(modes, pa.int32()), column(data, pa.binary())],
+        fields=list(IMAGE_ARROW_TYPE),
+        mask=None if nulls is None else pa.array(np.asarray(nulls, bool)))

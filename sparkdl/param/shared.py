@@ -11,7 +11,6 @@ __all__ = [
     "HasResizeMethod",
     "HasErrorCol",
     "HasBatchSize",
-    "HasKerasModel",
     "HasRuntime",
     "RUNTIMES",
     "PRECISIONS",
@@ -189,82 +188,6 @@ class HasBatchSize(Params):
 
     def getBatchSize(self):
         return self.getOrDefault(self.batchSize)
-
-
-def _toBytes(value):
-    if value is None:
-        return None
-    if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected bytes, got {type(value).__name__}")
-    return bytes(value)
-
-
-class HasKerasModel(Params):
-    """Mixin for stages that run a user's Keras model: ``modelFile`` (a path on the driver),
-    ``safeMode``, and the hidden ``modelBytes`` that a saved stage carries.
-
-    The model is read once on the driver, shipped by the engine (broadcast ``.keras`` bytes),
-    and loaded on executors with Keras ``safe_mode=safeMode``. Saving a stage copies the
-    model's bytes into it, so a loaded stage no longer needs ``modelFile``.
-    """
-
-    modelFile = Param(Params._dummy(), "modelFile",
-                      "path of a Keras model file (.keras or legacy .h5) on the driver",
-                      typeConverter=TypeConverters.toString)
-    safeMode = Param(Params._dummy(), "safeMode",
-                     "load the model with Keras safe_mode, which refuses Lambda layers holding "
-                     "Python bytecode; set False only for files you trust",
-                     typeConverter=TypeConverters.toBoolean)
-    modelBytes = Param(Params._dummy(), "modelBytes",
-                       "the model as .keras bytes (filled when the stage is saved)",
-                       typeConverter=_toBytes)
-
-    _blobParams = {"modelBytes": "bytes"}
-
-    def setModelFile(self, value):
-        self.clear(self.modelBytes)
-        return self._set(modelFile=value)
-
-    def getModelFile(self):
-        return self.getOrDefault(self.modelFile)
-
-    def setSafeMode(self, value):
-        return self._set(safeMode=value)
-
-    def getSafeMode(self):
-        return self.getOrDefault(self.safeMode)
-
-    def _kerasModelBytes(self):
-        """The model's ``.keras`` bytes: the saved copy, else read from ``modelFile``."""
-        from sparkdl.engine.handle import kerasModelBytes
-
-        if self.isSet(self.modelBytes):
-            return self.getOrDefault(self.modelBytes)
-        if not self.isSet(self.modelFile):
-            raise ValueError("modelFile must be set to a Keras model file on the driver")
-        return kerasModelBytes(self.getModelFile(), self.getSafeMode())
-
-    def _kerasModelHandle(self):
-        """Driver-side: the engine handle for this stage's model (built once per file state)."""
-        import os
-
-        from sparkdl.engine.handle import cachedHandle
-
-        if self.isSet(self.modelBytes):
-            import hashlib
-
-            key = ("keras-bytes", hashlib.sha256(self.getOrDefault(self.modelBytes)).hexdigest(),
-                   self.getSafeMode())
-        else:
-            path = self.getModelFile() if self.isSet(self.modelFile) else None
-            stat = os.stat(path) if path and os.path.exists(path) else None
-            key = ("keras-file", path, stat and stat.st_mtime_ns, stat and stat.st_size,
-                   self.getSafeMode())
-        return cachedHandle(key, self._kerasModelBytes, safeMode=self.getSafeMode())
-
-    def _prepareForSave(self):
-        if not self.isSet(self.modelBytes) and self.isSet(self.modelFile):
-            self._set(modelBytes=self._kerasModelBytes())
 
 
 class HasRuntime(Params):

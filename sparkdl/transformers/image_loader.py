@@ -3,10 +3,10 @@ from pyspark import keyword_only
 from pyspark.ml import Transformer
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
 from sparkdl.param.shared import HasErrorCol, HasImageLoader, HasResizeMethod, HasTargetSize
+from sparkdl.transformers.stage import checkStringColumn
 
 __all__ = ["ImageLoader"]
 
@@ -82,13 +82,7 @@ class ImageLoader(
 
     def _transform(self, dataset):
         inputCol = self.getInputCol()
-        if inputCol not in dataset.columns:
-            raise ValueError(f"inputCol {inputCol!r} is not a column of the DataFrame {dataset.columns}")
-        dataType = dataset.schema[inputCol].dataType
-        if not isinstance(dataType, StringType):
-            raise TypeError(
-                f"inputCol {inputCol!r} must hold image URIs of type string, got {dataType.simpleString()}"
-            )
+        checkStringColumn(dataset, inputCol, "inputCol")
         from sparkdl.image.reader import loadUrisUdf
 
         self._checkErrorCol(dataset, self.getOutputCol())  # an existing one is appended to

@@ -1,35 +1,21 @@
 """KerasImageFileTransformer: a user's Keras image model applied to images named by URI."""
-import os
-
 from pyspark import keyword_only
 from pyspark.ml import Transformer
-from pyspark.ml.param import Param, Params
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
-from sparkdl.engine.image_file_udf import OUTPUT_MODES
-from sparkdl.param.shared import (HasBatchSize, HasErrorCol, HasImageLoader, HasKerasModel,
-                                  SparkDLTypeConverters)
+from sparkdl.param.shared import HasBatchSize, HasErrorCol, HasImageLoader
+from sparkdl.transformers.stage import (HasKerasModel, HasOutputMode, checkImageModel,
+                                        checkKerasModelFile, checkNewColumns, checkStringColumn,
+                                        toOutputMode, withVectorColumn)
 
 __all__ = ["KerasImageFileTransformer"]
 
-_toOutputMode = SparkDLTypeConverters.oneOf("outputMode", OUTPUT_MODES)
-
-
-def checkKerasModelFile(path, stage):
-    """Refuse a directory (a TensorFlow SavedModel) with advice; other checks are
-    :func:`sparkdl.engine.handle.kerasModelBytes`'s."""
-    if path is not None and os.path.isdir(path):
-        raise ValueError(
-            f"modelFile {path!r} is a directory (a TensorFlow SavedModel?); {stage} takes a "
-            "Keras .keras or legacy .h5 file. For a SavedModel use sparkdl.TFImageTransformer.")
-
 
 class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKerasModel,
-                                HasImageLoader, HasBatchSize, HasErrorCol, SparkDLReadable,
-                                SparkDLWritable):
+                                HasImageLoader, HasBatchSize, HasErrorCol, HasOutputMode,
+                                SparkDLReadable, SparkDLWritable):
     """Applies a Keras image model (a ``.keras`` or legacy ``.h5`` file on the driver) to the
     images named by ``inputCol`` (paths or URIs, strings).
 
@@ -71,11 +57,6 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
     ...                                allowUserCode=True)                   # doctest: +SKIP
     """
 
-    outputMode = Param(Params._dummy(), "outputMode",
-                       "'vector': the model's output flattened to a vector; 'image': an "
-                       "H x W x C output as a float32 image struct",
-                       typeConverter=_toOutputMode)
-
     _blobParams = {**HasKerasModel._blobParams, "imageLoader": "pickle"}
 
     @keyword_only
@@ -95,71 +76,36 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
             self.clear(self.modelBytes)
         return self._set(**kwargs)
 
-    def setOutputMode(self, value):
-        return self._set(outputMode=value)
-
-    def getOutputMode(self):
-        return self.getOrDefault(self.outputMode)
-
     def _validateParams(self, dataset):
         if self.getImageLoader() is None:
             raise ValueError("imageLoader must be set to a function uri -> numpy array "
                              "(H x W x C, RGB, preprocessed as the model expects)")
-        _toOutputMode(self.getOutputMode())
-        inputCol = self.getInputCol()
-        if inputCol not in dataset.columns:
-            raise ValueError(f"inputCol {inputCol!r} is not a column of the DataFrame "
-                             f"{dataset.columns}")
-        dataType = dataset.schema[inputCol].dataType
-        if not isinstance(dataType, StringType):
-            raise TypeError(f"inputCol {inputCol!r} must hold image URIs of type string, got "
-                            f"{dataType.simpleString()}")
-        outputCol = self.getOutputCol()
-        if outputCol in dataset.columns:
-            raise ValueError(f"outputCol {outputCol!r} is already a column of the DataFrame; "
-                             "choose another name")
-        self._checkErrorCol(dataset, outputCol)  # an existing string errorCol is appended to
+        toOutputMode(self.getOutputMode())
+        checkStringColumn(dataset, self.getInputCol(), "inputCol")
+        checkNewColumns(dataset, outputCol=self.getOutputCol())
+        self._checkErrorCol(dataset, self.getOutputCol())  # an existing string one is appended to
         if not self.isSet(self.modelBytes):
             checkKerasModelFile(self.getModelFile() if self.isSet(self.modelFile) else None,
                                 "KerasImageFileTransformer")
 
     def _inputShape(self, handle):
         """The model's input shape (no batch dim), checked to be an image's; None if unknown."""
-        from sparkdl.engine.image_file_udf import formatShape, modelSignature
+        from sparkdl.engine.image_file_udf import formatShape, modelShapes
 
-        try:
-            signature = modelSignature(handle)
-        except ValueError as e:  # carried model bytes holding Lambda bytecode, safeMode=True
-            if self.getSafeMode() and "safe_mode" in str(e):
-                raise ValueError(
-                    "the stage's model holds Python bytecode (e.g. a Lambda layer), which Keras "
-                    "refuses to load with safe_mode=True. If you trust it, set the stage's "
-                    f"safeMode param to False. Keras said: {e}") from e
-            raise
-        if signature is None:
-            return None
-        inputs, outputs = signature
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"modelFile's model has {len(inputs)} inputs and {len(outputs)} "
-                             "outputs; KerasImageFileTransformer needs one of each")
-        if len(inputs[0]) != 3:
-            raise ValueError(f"modelFile's model takes inputs of shape batch x "
-                             f"{formatShape(inputs[0])}; KerasImageFileTransformer needs "
-                             "images: batch x height x width x channels")
-        if self.getOutputMode() == "image":
-            out = outputs[0]
+        inputShape, out = checkImageModel(handle.inspect(modelShapes),
+                                          "KerasImageFileTransformer", "modelFile's model")
+        if self.getOutputMode() == "image" and out is not None:
             if len(out) not in (2, 3) or (len(out) == 3 and out[2] not in (1, 3, 4, None)):
                 raise ValueError(f"outputMode='image' needs a model output of batch x height x "
                                  f"width x channels (1, 3 or 4 channels); modelFile's model "
                                  f"gives batch x {formatShape(out)}")
-        return inputs[0]
+        return inputShape
 
     def _transform(self, dataset):
         from sparkdl.engine.image_file_udf import imageFileModelUdf
-        from sparkdl.engine.image_udf import withVectorColumn
 
         self._validateParams(dataset)
-        handle = self._kerasModelHandle()
+        handle = self._kerasModelHandle(dataset.sparkSession)
         udf = imageFileModelUdf(handle, self.getImageLoader(), self._inputShape(handle),
                                 outputMode=self.getOutputMode(), batchSize=self.getBatchSize())
         tmp = f"__{self.uid}_result"

@@ -4,7 +4,8 @@ from pyspark.ml import Transformer
 from pyspark.ml.param.shared import HasInputCol, HasInputCols, HasOutputCol
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
-from sparkdl.param.shared import HasBatchSize, HasKerasModel
+from sparkdl.param.shared import HasBatchSize
+from sparkdl.transformers.stage import HasKerasModel, checkColumn
 
 __all__ = ["KerasTransformer"]
 
@@ -79,18 +80,16 @@ class KerasTransformer(Transformer, HasInputCol, HasInputCols, HasOutputCol, Has
                          "must be set")
 
     def _transform(self, dataset):
-        from sparkdl.engine.tensor_udf import modelSignature, tensorColumn, tensorModelUdf
+        from sparkdl.engine.tensor_udf import signatureOf, tensorColumn, tensorModelUdf
 
         columns = self._inputColumnNames()
         for param, column in columns:
-            if column not in dataset.columns:
-                raise ValueError(f"{param} {column!r} is not a column of the DataFrame "
-                                 f"{dataset.columns}")
+            checkColumn(dataset, column, param)
         if not self.isDefined(self.outputCol):
             raise ValueError("outputCol must be set")
-        handle = self._kerasModelHandle()
+        handle = self._kerasModelHandle(dataset.sparkSession)
         try:
-            inputs = modelSignature(handle).inputs
+            inputs = handle.inspect(signatureOf).inputs
         except ValueError as e:
             raise ValueError(f"modelFile {self._modelDescription()}: {e}") from e
         if len(inputs) != len(columns):

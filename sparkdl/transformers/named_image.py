@@ -9,8 +9,8 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType
 
-from sparkdl.engine.image_udf import withVectorColumn
 from sparkdl.param.shared import HasBatchSize, SparkDLTypeConverters
+from sparkdl.transformers.stage import checkColumn, withVectorColumn
 
 __all__ = ["DeepImageFeaturizer", "DeepImagePredictor", "SCALE_HINTS"]
 
@@ -84,36 +84,25 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize):
     def _validateInput(self, dataset):
         from sparkdl.image.imageIO import imageSchema, isImageSchema
 
+        from sparkdl.models.registry import supportedModelNames
+
         if not self.isDefined(self.modelName):
             raise ValueError("modelName must be set; supported: "
-                             + ", ".join(__import__("sparkdl.models.registry", fromlist=["x"])
-                                         .supportedModelNames()))
+                             + ", ".join(supportedModelNames()))
         col = self.getInputCol()
-        if col not in dataset.columns:
-            raise ValueError(f"inputCol {col!r} is not a column of the DataFrame {dataset.columns}")
-        dataType = dataset.schema[col].dataType
+        dataType = checkColumn(dataset, col, "inputCol")
         if not (isImageSchema(dataType) or isinstance(dataType, (BinaryType, StringType))):
             raise TypeError(f"inputCol {col!r} must be an image struct {imageSchema.simpleString()}"
                             " (see sparkdl.readImages), image file bytes (binary) or image URIs "
                             f"(string), got {dataType.simpleString()}")
 
-    def _modelUdf(self, includeTop, pooling, returnType="array<float>", postprocess=None):
-        from sparkdl.engine.handle import cachedHandle, modelToBytes
+    def _modelUdf(self, spark, includeTop, pooling, returnType="array<float>", postprocess=None):
         from sparkdl.engine.image_udf import imageModelUdf
-        from sparkdl.models.registry import buildModel, getModelEntry
+        from sparkdl.engine.shipping import handleFor, registryModel
+        from sparkdl.models.registry import getModelEntry
 
         entry = getModelEntry(self.getModelName())
-        weights = self.getWeights()
-
-        def build():
-            if weights is None:
-                import keras  # seeded, so a saved weights=None stage reproduces its outputs
-
-                keras.utils.set_random_seed(0)
-            return modelToBytes(buildModel(entry, weights=weights, include_top=includeTop,
-                                           pooling=pooling))
-
-        handle = cachedHandle(("registry", entry.name, weights, includeTop, pooling), build)
+        handle = handleFor(registryModel(entry, self.getWeights(), includeTop, pooling), spark)
         return imageModelUdf(handle, entry.inputSize, entry.preprocess,
                              resizeMethod=SCALE_HINTS[self.getScaleHint()],
                              batchSize=self.getBatchSize(), returnType=returnType,
@@ -184,7 +173,7 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
 
     def _transform(self, dataset):
         self._validateInput(dataset)
-        udf = self._modelUdf(includeTop=False, pooling=self.getPooling())
+        udf = self._modelUdf(dataset.sparkSession, includeTop=False, pooling=self.getPooling())
         return withVectorColumn(dataset, self.getOutputCol(), udf(F.col(self.getInputCol())))
 
 
@@ -264,8 +253,9 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
         self._validateInput(dataset)
         col = F.col(self.getInputCol())
         if self.getDecodePredictions():
-            udf = self._modelUdf(includeTop=True, pooling=None, returnType=_DECODED_TYPE,
+            udf = self._modelUdf(dataset.sparkSession, includeTop=True, pooling=None,
+                                 returnType=_DECODED_TYPE,
                                  postprocess=_decodePredictions(self.getTopK()))
             return dataset.withColumn(self.getOutputCol(), udf(col))
-        udf = self._modelUdf(includeTop=True, pooling=None)
+        udf = self._modelUdf(dataset.sparkSession, includeTop=True, pooling=None)
         return withVectorColumn(dataset, self.getOutputCol(), udf(col))

@@ -7,11 +7,11 @@ from pyspark.ml.param import Param, Params
 from pyspark.ml.param.shared import HasInputCol, HasOutputCol
 from pyspark.sql import functions as F
 
+from sparkdl.engine.codec import CHANNEL_ORDERS
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
-from sparkdl.engine.image_file_udf import OUTPUT_MODES
-from sparkdl.engine.savedmodel import CHANNEL_ORDERS
 from sparkdl.param.shared import HasBatchSize, HasResizeMethod, SparkDLTypeConverters
-from sparkdl.transformers.tf_tensor import _quote, toTFInputGraph
+from sparkdl.transformers.stage import HasOutputMode, checkColumn, quoteColumn, withVectorColumn
+from sparkdl.transformers.tf_tensor import toTFInputGraph
 
 __all__ = ["TFImageTransformer"]
 
@@ -29,11 +29,10 @@ def _toGraph(value):
 
 
 _toChannelOrder = SparkDLTypeConverters.oneOf("channelOrder", sorted(CHANNEL_ORDERS))
-_toOutputMode = SparkDLTypeConverters.oneOf("outputMode", OUTPUT_MODES)
 
 
 class TFImageTransformer(Transformer, HasInputCol, HasOutputCol, HasBatchSize, HasResizeMethod,
-                         SparkDLReadable, SparkDLWritable):
+                         HasOutputMode, SparkDLReadable, SparkDLWritable):
     """Applies a TensorFlow graph to an image column (Spark's image struct, as
     :func:`sparkdl.readImages` gives).
 
@@ -95,10 +94,6 @@ and TF1 tensor names the signature maps are accepted too); each may be
     outputTensor = Param(Params._dummy(), "outputTensor",
                          "signature output returned (None: the only output)",
                          typeConverter=SparkDLTypeConverters.toOptionalString)
-    outputMode = Param(Params._dummy(), "outputMode",
-                       "'vector' (ML vector of the flattened output) or 'image' (float32 image "
-                       "struct)", typeConverter=_toOutputMode)
-
     _blobParams = {"graph": "bytes"}
 
     @keyword_only
@@ -141,12 +136,6 @@ and TF1 tensor names the signature maps are accepted too); each may be
     def getOutputTensor(self):
         return self.getOrDefault(self.outputTensor)
 
-    def setOutputMode(self, value):
-        return self._set(outputMode=value)
-
-    def getOutputMode(self):
-        return self.getOrDefault(self.outputMode)
-
     @staticmethod
     def _pick(infos, name, param, lookup):
         if name is not None:
@@ -158,16 +147,14 @@ and TF1 tensor names the signature maps are accepted too); each may be
 
     def _plan(self, dataset):
         """Check the params against the DataFrame and the signature (no Spark job)."""
-        from sparkdl.engine.savedmodel import CHANNEL_ORDERS, INPUT_DTYPES, outputSparkType
+        from sparkdl.engine.savedmodel import INPUT_DTYPES, outputSparkType
         from sparkdl.image.imageIO import imageSchema, isImageSchema
 
         for param in (self.channelOrder, self.graph, self.inputCol, self.outputCol):
             if not self.isDefined(param) or self.getOrDefault(param) is None:
                 raise ValueError(f"{param.name} must be set")
         col = self.getInputCol()
-        if col not in dataset.columns:
-            raise ValueError(f"inputCol {col!r} is not a column of the DataFrame {dataset.columns}")
-        dataType = dataset.schema[col].dataType
+        dataType = checkColumn(dataset, col, "inputCol")
         if not isImageSchema(dataType):
             raise TypeError(f"inputCol {col!r} must be an image struct {imageSchema.simpleString()}"
                             f" (see sparkdl.readImages), got {dataType.simpleString()}")
@@ -213,16 +200,16 @@ and TF1 tensor names the signature maps are accepted too); each may be
         return graph, inp.name, out.name, size, outputType
 
     def _transform(self, dataset):
-        from sparkdl.engine.image_udf import withVectorColumn
-        from sparkdl.engine.savedmodel import imageSignatureUdf, savedModelHandle
+        from sparkdl.engine.savedmodel import imageSignatureUdf
+        from sparkdl.engine.shipping import handleFor, savedModel
 
         graph, inputName, outputName, size, outputType = self._plan(dataset)
         mode = self.getOutputMode()
-        udf = imageSignatureUdf(savedModelHandle(graph), inputName, outputName,
-                                self.getChannelOrder(), size=size,
+        handle = handleFor(savedModel(graph), dataset.sparkSession)
+        udf = imageSignatureUdf(handle, inputName, outputName, self.getChannelOrder(), size=size,
                                 resizeMethod=self.getResizeMethod(), outputMode=mode,
                                 outputType=outputType, batchSize=self.getBatchSize())
-        result = udf(F.col(_quote(self.getInputCol())))
+        result = udf(F.col(quoteColumn(self.getInputCol())))
         if mode == "image":
             return dataset.withColumn(self.getOutputCol(), result)
         if outputType not in ("float", "double"):

@@ -6,6 +6,7 @@ from pyspark.sql import functions as F
 
 from sparkdl.param.persistence import SparkDLReadable, SparkDLWritable
 from sparkdl.param.shared import HasBatchSize
+from sparkdl.transformers.stage import checkColumn, quoteColumn
 
 __all__ = ["TFTransformer", "toTFInputGraph"]
 
@@ -36,11 +37,6 @@ def _toMapping(what):
         return dict(value)
 
     return convert
-
-
-def _quote(col):
-    """A column name as an expression that Spark does not split at dots."""
-    return "`" + col.replace("`", "``") + "`"
 
 
 def _isInteger(dtype):
@@ -148,9 +144,7 @@ accepted too, see :meth:`sparkdl.TFInputGraph.input`). ``inputMapping`` is
         feeds = []
         fed = {}
         for col, name in self.getInputMapping().items():
-            if col not in dataset.columns:
-                raise ValueError(f"inputMapping column {col!r} is not a column of the "
-                                 f"DataFrame; columns: {dataset.columns}")
+            checkColumn(dataset, col, "inputMapping column")
             info = graph.input(name, what=f"inputMapping {col!r} -> input")
             name = info.name  # the signature key, also when given as a tensor name ("x:0")
             if name in fed:
@@ -213,15 +207,16 @@ accepted too, see :meth:`sparkdl.TFInputGraph.input`). ``inputMapping`` is
             + (", or a flat array when every dimension is known" if rowShape else ""))
 
     def _transform(self, dataset):
-        from sparkdl.engine.savedmodel import savedModelHandle, signatureUdf
+        from sparkdl.engine.savedmodel import signatureUdf
+        from sparkdl.engine.shipping import handleFor, savedModel
 
         graph, feeds, fetches = self._plan(dataset)
-        udf = signatureUdf(savedModelHandle(graph),
+        udf = signatureUdf(handleFor(savedModel(graph), dataset.sparkSession),
                            [(name, depth, shape) for _, name, depth, shape in feeds],
                            [(name, sparkType) for name, _, sparkType in fetches],
                            batchSize=self.getBatchSize())
         tmp = f"__sparkdl_tf_{self.uid}"
-        out = dataset.withColumn(tmp, udf(*[F.col(_quote(col)) for col, _, _, _ in feeds]))
+        out = dataset.withColumn(tmp, udf(*[F.col(quoteColumn(col)) for col, _, _, _ in feeds]))
         out = out.withColumns({col: F.col(tmp).getField(f"_{i}")
                                for i, (_, col, _) in enumerate(fetches)})
         return out.drop(tmp)

@@ -1,57 +1,7 @@
 """``registerKerasImageUDF``: a Keras image model as a Spark SQL function on image structs."""
-import hashlib
-import os
-
 __all__ = ["registerKerasImageUDF", "PathPreprocessor"]
 
-
-def _handleForModel(kerasModelOrFile, safeMode):
-    """Driver-side engine handle for a Keras model object or a ``.keras``/``.h5`` file."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-
-    from sparkdl.engine.handle import cachedHandle, kerasModelBytes, modelToBytes
-    from sparkdl.transformers.keras_image import checkKerasModelFile
-
-    if isinstance(kerasModelOrFile, keras.Model):
-        data = modelToBytes(kerasModelOrFile)
-        key = ("keras-bytes", hashlib.sha256(data).hexdigest(), safeMode)
-        return cachedHandle(key, lambda: data, safeMode=safeMode)
-    if not isinstance(kerasModelOrFile, (str, os.PathLike)):
-        raise TypeError("kerasModelOrFile must be a keras.Model or the path of a .keras / .h5 "
-                        f"file, got {type(kerasModelOrFile).__name__}")
-    path = os.fspath(kerasModelOrFile)
-    checkKerasModelFile(path, "registerKerasImageUDF")
-    stat = os.stat(path) if os.path.exists(path) else None
-    key = ("keras-file", path, stat and stat.st_mtime_ns, stat and stat.st_size, safeMode)
-    with _safeModeAdvice(safeMode, f"modelFile {path!r}"):
-        return cachedHandle(key, lambda: kerasModelBytes(path, safeMode), safeMode=safeMode)
-
-
-class _safeModeAdvice:
-    """Turns Keras' safe_mode refusal into advice for this function's ``safeMode`` argument."""
-
-    def __init__(self, safeMode, what="the model"):
-        self.safeMode, self.what = safeMode, what
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, e, tb):
-        if self.safeMode and isinstance(e, ValueError) and "safe_mode" in str(e):
-            keras = e.__cause__ or e  # kerasModelBytes wraps Keras' own error
-            raise ValueError(
-                f"{self.what} holds Python bytecode (e.g. a Lambda layer), which Keras refuses "
-                "to load with safe_mode=True. If you trust it, call "
-                f"registerKerasImageUDF(..., safeMode=False). Keras said: {keras}") from e
-        return False
-
-
-def _signature(handle, safeMode):
-    from sparkdl.engine.image_file_udf import modelSignature
-
-    with _safeModeAdvice(safeMode):  # an in-memory model holding Lambda bytecode
-        return modelSignature(handle)
+_ADVICE = "call registerKerasImageUDF(..., safeMode=False)"
 
 
 class PathPreprocessor:
@@ -126,12 +76,14 @@ def registerKerasImageUDF(udfName, kerasModelOrFile, preprocessor=None, safeMode
     from pyspark.sql import SparkSession
 
     from sparkdl.engine.image_file_udf import (checkPreprocessor, formatShape,
-                                               imagePreprocessorModelUdf)
+                                               imagePreprocessorModelUdf, modelShapes)
     from sparkdl.engine.image_udf import imageModelUdf
+    from sparkdl.engine.shipping import handleFor
     from sparkdl.param.shared import SparkDLTypeConverters
+    from sparkdl.transformers.stage import checkImageModel
+    from sparkdl.udf.keras_udf import checkUdfName, kerasSource
 
-    if not isinstance(udfName, str) or not udfName:
-        raise TypeError(f"udfName must be a non-empty string, got {udfName!r}")
+    checkUdfName(udfName)
     try:
         SparkDLTypeConverters.toCallable(preprocessor)
         batchSize = SparkDLTypeConverters.toPositiveInt(batchSize)
@@ -142,19 +94,12 @@ def registerKerasImageUDF(udfName, kerasModelOrFile, preprocessor=None, safeMode
         raise ValueError(f"preprocessorInput must be 'array' or 'path', got {preprocessorInput!r}")
     safeMode = bool(safeMode)
 
-    handle = _handleForModel(kerasModelOrFile, safeMode)
-    signature = _signature(handle, safeMode)
-    inputShape = None
-    if signature is not None:
-        inputs, outputs = signature
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"the model has {len(inputs)} inputs and {len(outputs)} outputs; "
-                             "registerKerasImageUDF needs one of each")
-        inputShape = inputs[0]
-        if len(inputShape) != 3:
-            raise ValueError(f"the model takes inputs of shape batch x {formatShape(inputShape)}"
-                             "; registerKerasImageUDF needs an image model: batch x height x "
-                             "width x channels")
+    spark = SparkSession.active()
+    handle = handleFor(kerasSource(kerasModelOrFile, safeMode, "registerKerasImageUDF", _ADVICE,
+                                   "sparkdl.TFImageTransformer"),
+                       spark)
+    inputShape, _ = checkImageModel(handle.inspect(modelShapes, advice=_ADVICE),
+                                    "registerKerasImageUDF")
     if preprocessor is None:
         if inputShape is None or inputShape[2] != 3 or None in inputShape[:2]:
             shown = "unknown" if inputShape is None else f"batch x {formatShape(inputShape)}"
@@ -174,4 +119,4 @@ def registerKerasImageUDF(udfName, kerasModelOrFile, preprocessor=None, safeMode
             raise ValueError(f"{e}{hint}") from e.__cause__
         udf = imagePreprocessorModelUdf(handle, preprocessor, inputShape, batchSize=batchSize,
                                         name=udfName)
-    return SparkSession.active().udf.register(udfName, udf)
+    return spark.udf.register(udfName, udf)

@@ -1,5 +1,34 @@
-"""registerKerasUDF: a Keras model on array columns as a Spark SQL function."""
-__all__ = ["registerKerasUDF"]
+"""registerKerasUDF: a Keras model on array columns as a Spark SQL function; and what both
+registrars share (:func:`checkUdfName`, :func:`kerasSource`)."""
+import os
+
+__all__ = ["registerKerasUDF", "checkUdfName", "kerasSource"]
+
+_ADVICE = "call registerKerasUDF(..., safeMode=False)"
+
+
+def checkUdfName(udfName):
+    """A SQL function name must be a non-empty string (``ValueError`` otherwise)."""
+    if not isinstance(udfName, str) or not udfName:
+        raise ValueError(f"udfName must be a non-empty string, got {udfName!r}")
+
+
+def kerasSource(kerasModelOrFile, safeMode, caller, advice, alternative):
+    """The engine source of a registrar's ``kerasModelOrFile``: a ``keras.Model`` or the path
+    of a ``.keras`` / ``.h5`` file on the driver (a directory is refused with advice)."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    from sparkdl.engine.shipping import kerasFile, kerasObject
+    from sparkdl.transformers.stage import checkKerasModelFile
+
+    if isinstance(kerasModelOrFile, keras.Model):
+        return kerasObject(kerasModelOrFile, safeMode)
+    if not isinstance(kerasModelOrFile, (str, os.PathLike)):
+        raise TypeError("kerasModelOrFile must be a keras.Model or the path of a .keras / .h5 "
+                        f"file, got {type(kerasModelOrFile).__name__}")
+    checkKerasModelFile(os.fspath(kerasModelOrFile), caller, alternative)
+    return kerasFile(kerasModelOrFile, safeMode, advice)
 
 
 def registerKerasUDF(udfName, kerasModelOrFile, safeMode=True, batchSize=None):
@@ -36,39 +65,23 @@ def registerKerasUDF(udfName, kerasModelOrFile, safeMode=True, batchSize=None):
     >>> len(spark.sql("SELECT my_model(features) AS y FROM t").first().y)
     2
     """
-    import hashlib
-    import os
-
     from pyspark.sql import SparkSession
 
-    from sparkdl.engine.handle import cachedHandle, kerasModelBytes
-    from sparkdl.engine.tensor_udf import modelSignature, tensorModelUdf
+    from sparkdl.engine.shipping import handleFor
+    from sparkdl.engine.tensor_udf import signatureOf, tensorModelUdf
     from sparkdl.param.shared import SparkDLTypeConverters
 
-    if not isinstance(udfName, str) or not udfName:
-        raise ValueError(f"udfName must be a non-empty string, got {udfName!r}")
+    checkUdfName(udfName)
     if batchSize is not None:
         batchSize = SparkDLTypeConverters.toPositiveInt(batchSize)
     safeMode = bool(safeMode)
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-
-    if isinstance(kerasModelOrFile, keras.Model):
-        data = kerasModelBytes(kerasModelOrFile, safeMode)
-        key = ("keras-bytes", hashlib.sha256(data).hexdigest())
-        build = lambda: data  # noqa: E731
-    else:
-        path = os.fspath(kerasModelOrFile)
-        stat = os.stat(path) if os.path.exists(path) else None
-        key = ("keras-file", os.path.abspath(path), stat and stat.st_mtime_ns,
-               stat and stat.st_size, safeMode)
-        build = lambda: kerasModelBytes(path, safeMode)  # noqa: E731
-    handle = cachedHandle(key, build, safeMode=safeMode)
+    spark = SparkSession.active()
+    handle = handleFor(kerasSource(kerasModelOrFile, safeMode, "registerKerasUDF", _ADVICE,
+                                   "sparkdl.TFTransformer"), spark)
     try:
-        inputs = modelSignature(handle).inputs
+        inputs = handle.inspect(signatureOf, advice=_ADVICE).inputs
     except ValueError as e:
         raise ValueError(f"registerKerasUDF({udfName!r}): {e}") from e
     udf = tensorModelUdf(handle, inputs, batchSize,
                          names=[f"{udfName} argument {k + 1}" for k in range(len(inputs))])
-    spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
     return spark.udf.register(udfName, udf)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sparkdl import KerasTransformer
-from sparkdl.engine.handle import kerasFileFormat, kerasModelBytes, modelFromBytes
+from sparkdl.engine.shipping import kerasFileFormat, kerasModelBytes, modelFromBytes
 
 
 @pytest.fixture(scope="module")

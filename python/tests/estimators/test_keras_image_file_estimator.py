@@ -236,7 +236,7 @@ def test_shards_are_disjoint_balanced_and_cover_the_usable_rows(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sparkdl.estimators.keras_image_file_estimator import _readRows, _shard, _usableRows
+    from sparkdl.estimators.store import readRows, shard, usableRows
 
     # Three files (named so that creation order is not name order), several row groups each,
     # with every kind of unusable row; x holds the row's id.
@@ -261,11 +261,11 @@ def test_shards_are_disjoint_balanced_and_cover_the_usable_rows(tmp_path):
         pq.write_table(table, str(tmp_path / name), row_group_size=4)
     for validation in (False, True):
         want = [i for _, i in sorted(expected[validation], key=lambda e: e[0])]
-        plan = _usableRows(str(tmp_path), validation, 300)
+        plan = usableRows(str(tmp_path), validation, 300)
         for size in (1, 2, 3, 4):
             shards = []
             for rank in range(size):
-                got = [int(v) for x, _ in _readRows(_shard(plan, rank, size), (1,), "index")
+                got = [int(v) for x, _ in readRows(shard(plan, rank, size), (1,), "index")
                        for v in x.ravel()]
                 shards.append(got)
             # In rank order the shards are exactly the usable rows in stored order: disjoint
@@ -301,7 +301,7 @@ def test_two_workers_equal_one_process_with_the_global_batch(spark, pictures, cn
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from sparkdl.engine.handle import modelFromBytes
+    from sparkdl.engine.shipping import modelFromBytes
 
     B, EPOCHS, CUT = 8, 2, 250
     store = str(tmp_path / "store")

@@ -10,7 +10,7 @@ import pytest
 
 import tensorflow as tf  # noqa: E402  (a hard dependency: never skipped)
 
-from sparkdl.engine.savedmodel import _loadSavedModel  # noqa: E402
+from sparkdl.engine.savedmodel import loadSignature  # noqa: E402
 from sparkdl.graph.input import TFInputGraph, TensorInfo  # noqa: E402
 
 W = np.arange(6, dtype=np.float32).reshape(3, 2) / 7
@@ -44,7 +44,7 @@ def multi_sig_dir(tmp_path_factory):
 
 def run_bytes(graph, feed):
     """Run the graph the way an executor does: from its bytes, in a fresh load."""
-    sig = _loadSavedModel(bytes(graph), graph.key, graph.signatureDefKey, graph.tags)
+    sig = loadSignature(bytes(graph), graph.key, graph.signatureDefKey, graph.tags)
     return sig(feed)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from hvd_helpers import alive, require_backend
 from sparkdl.horovod import HorovodRunner
-from sparkdl.horovod.runner import NP_ZERO_DEPRECATION, HorovodRunnerError, _check_cluster
+from sparkdl.horovod.runner import NP_ZERO_DEPRECATION, HorovodRunnerError, check_cluster
 
 # Executors and ranks cannot import this test module: ship its functions by value.
 from pyspark import cloudpickle  # noqa: E402
@@ -230,7 +230,7 @@ class _FakeSc:
 def test_dynamic_allocation_is_refused_with_the_reason():
     sc = _FakeSc("spark://host:7077", {"spark.dynamicAllocation.enabled": "true"})
     with pytest.raises(RuntimeError, match="barrier stage.*dynamicAllocation.enabled=false"):
-        _check_cluster(sc, 2, time.monotonic() + 1)
+        check_cluster(sc, 2, time.monotonic() + 1)
 
 
 def test_pickling_failure_names_the_object():

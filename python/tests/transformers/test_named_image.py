@@ -106,7 +106,7 @@ def test_model_loads_once_per_worker_with_task_sized_threads(spark, photos):
     assert df.rdd.getNumPartitions() == 4
     featurizer.transform(df).collect()
     featurizer.transform(df).collect()
-    handle = featurizer._modelUdf(includeTop=False, pooling="avg").func.__closure__
+    handle = featurizer._modelUdf(spark, includeTop=False, pooling="avg").func.__closure__
     key = next(c.cell_contents.key for c in handle if hasattr(c.cell_contents, "key"))
 
     @arrow_udf("struct<pid:int,loads:int,cpus:int>")

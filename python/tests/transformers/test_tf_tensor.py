@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 import tensorflow as tf  # noqa: E402  (a hard dependency: never skipped)
 
 from sparkdl import TFImageTransformer, TFInputGraph, TFTransformer  # noqa: E402
-from sparkdl.engine.savedmodel import savedModelHandle  # noqa: E402
+from sparkdl.engine.shipping import handleFor, savedModel  # noqa: E402
 from sparkdl.image.imageIO import imageArrayToStruct, imageSchema  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -208,8 +208,11 @@ def test_errors_name_the_problem_before_any_job(spark, multi_dir):
 
 def test_handle_is_built_once_per_graph(spark, multi_dir):
     g = TFInputGraph.fromSavedModel(multi_dir)
-    assert savedModelHandle(g) is savedModelHandle(TFInputGraph.fromBytes(bytes(g)))
-    assert savedModelHandle(g) is not savedModelHandle(
+    def handle(graph):
+        return handleFor(savedModel(graph), spark)
+
+    assert handle(g) is handle(TFInputGraph.fromBytes(bytes(g)))
+    assert handle(g) is not handle(
         TFInputGraph.fromSavedModelWithSignature(multi_dir, "serve", "serving_default"))
 
 
@@ -224,7 +227,7 @@ def test_graph_loads_once_per_worker(spark, multi_dir):
     t = TFTransformer(tfInputGraph=g, inputMapping=MAPPING_IN, outputMapping=MAPPING_OUT, batchSize=2)
     t.transform(df).collect()
     t.transform(df).collect()
-    key = savedModelHandle(g).key
+    key = handleFor(savedModel(g), spark).key
 
     @arrow_udf("struct<pid:int,loads:int>")
     def probe(ids: pa.Array) -> pa.Array:

@@ -62,9 +62,12 @@ def test_wrong_argument_type_fails_with_the_expected_shape(spark):
 def test_lambda_model_refused_at_registration_unless_safe_mode_is_off(spark, tmp_path):
     model = km.lambda_model()
     path = km.save(model, tmp_path, "lambda")
-    with pytest.raises(ValueError, match="safeMode param to False"):
+    # One wording, naming what to change in this call (not a stage's param).
+    advice = r"If you trust it, call registerKerasUDF\(\.\.\., safeMode=False\)"
+    with pytest.raises(ValueError, match=r"modelFile '.*lambda.keras' holds Python bytecode.*"
+                                         + advice):
         registerKerasUDF("keras_lambda", path)
-    with pytest.raises(ValueError, match="pass safeMode=False"):
+    with pytest.raises(ValueError, match="the model holds Python bytecode.*" + advice):
         registerKerasUDF("keras_lambda", model)
     registerKerasUDF("keras_lambda", path, safeMode=False)
     x = km.tensors((8,), count=3)

@@ -1,7 +1,10 @@
-"""sparkdl.image.arrow helpers that need no Spark."""
+"""sparkdl.utils.worker: helpers of the Python workers that need no Spark."""
+import gc
+
 import pyarrow as pa
 
-from sparkdl.image.arrow import iterChunks
+from sparkdl.engine import model_cache
+from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
 
 
 def test_iter_chunks_splits_and_merges_to_the_size():
@@ -18,3 +21,14 @@ def test_iter_chunks_keeps_columns_of_a_tuple_together():
     chunks = [(s.to_pylist(), o.to_pylist()) for s, o in iterChunks(iter(batches), 3)]
     assert [o for _, o in chunks] == [["x", "y", "p"], ["q", "r"]]
     assert [[row["data"] for row in s] for s, _ in chunks] == [[b"bb", b"c", b"a"], [b"bb", b"c"]]
+
+
+def test_freeze_worker_heap_freezes_once():
+    model_cache.clear()
+    assert gc.get_freeze_count() == 0
+    freezeWorkerHeap()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    kept = [object() for _ in range(10)]  # noqa: F841  (new objects stay collectable)
+    freezeWorkerHeap()
+    assert gc.get_freeze_count() == frozen
