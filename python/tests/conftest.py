@@ -59,21 +59,32 @@ def cluster_spark(request):
     return _session(CLUSTER_MASTER)
 
 
-@pytest.fixture
-def connect_spark():
-    """A Spark Connect session on a local[2] server in its own process (started once, on a
-    free port: never Connect's default 15002), with Connect mode on for the test, as in a
-    client process. Use ``connect_helpers.classic_mode`` for the classic side of a comparison."""
-    if _connect["session"] is None:
-        from pyspark.sql.connect.session import SparkSession as ConnectSession
-
+def _connect_server():
+    if _connect["server"] is None:
         from sparkdl.utils.session import start_connect_server
 
         conf = {"spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4",
                 "spark.log.level": "ERROR"}
-        server = start_connect_server(LOCAL_MASTER, conf=conf)
-        _connect["server"] = server
-        _connect["session"] = ConnectSession.builder.remote(server.url).getOrCreate()
+        _connect["server"] = start_connect_server(LOCAL_MASTER, conf=conf)
+    return _connect["server"]
+
+
+@pytest.fixture
+def connect_server():
+    """The shared Spark Connect server: local[2] in its own process, started once on a free
+    loopback port (never Connect's default 15002) with a token; ``.url`` to connect."""
+    return _connect_server()
+
+
+@pytest.fixture
+def connect_spark():
+    """A Spark Connect session on the shared server, with Connect mode on for the test, as in
+    a client process. Use ``connect_helpers.classic_mode`` for the classic side of a
+    comparison."""
+    if _connect["session"] is None:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        _connect["session"] = ConnectSession.builder.remote(_connect_server().url).getOrCreate()
     saved = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
     os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
     try:
@@ -88,4 +99,5 @@ def pytest_sessionfinish(session, exitstatus):
         _current["session"].stop()
     if _connect["session"] is not None:
         _connect["session"].stop()
+    if _connect["server"] is not None:
         _connect["server"].stop()

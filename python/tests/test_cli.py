@@ -264,3 +264,30 @@ def test_bad_master_is_one_line_naming_the_kept_log(tmp_path):
     assert "could not start Spark" in line and "Master must" in line
     log = line.rsplit("(Spark log: ", 1)[1].rstrip(")")
     assert os.path.dirname(log) == str(tmp_path) and "SparkException" in open(log).read()
+
+
+def test_featurize_on_spark_connect_equals_classic(spark, connect_server, mixed_folder, tmp_path):
+    output = str(tmp_path / "remote.parquet")
+    done = cli_process("featurize", str(mixed_folder), "--remote", connect_server.url,
+                       "--output", output, tmpdir=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 image files, 2 invalid" in done.stderr
+    assert connect_server.token not in done.stderr + done.stdout
+    remote = {os.path.basename(r["path"]): r for r in spark.read.parquet(output).collect()}
+    reference = DeepImageFeaturizer(inputCol="image", outputCol="features",
+                                    modelName="EfficientNetLite0").transform(
+        readImages(str(mixed_folder))).select("image.origin", "features").collect()
+    reference = {os.path.basename(r.origin): r.features for r in reference}
+    for name in ("coffee.jpg", "chelsea.jpg"):
+        np.testing.assert_allclose(remote[name]["features"].toArray(),
+                                   reference[name].toArray(), rtol=1e-5, atol=1e-6)
+    assert remote["notes.txt"]["features"] is None and remote["notes.txt"]["error"]
+
+
+def test_unreachable_remote_is_one_line_at_once(capsys):
+    code, out, err = run(capsys, "predict", "--remote", "sc://127.0.0.1:1/;token=secret")
+    line = assert_one_line_error(err)
+    assert code == 1 and "could not connect to the Spark Connect server sc://127.0.0.1:1" in line
+    assert "secret" not in err
+    code, _, err = run(capsys, "predict", "--remote", "sc://127.0.0.1:1", "--master", "local")
+    assert code == 2 and "exclude each other" in assert_one_line_error(err)

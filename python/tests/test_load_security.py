@@ -139,3 +139,28 @@ def test_a_saved_image_loader_needs_the_opt_in(spark, tmp_path, unset_conf_after
     (reloaded,) = PipelineModel.load(str(tmp_path / "pipeline")).stages
     uri = sorted(pngs.values())[0]
     np.testing.assert_array_equal(reloaded.getImageLoader()(uri), load16(uri))
+
+
+def test_a_blob_param_smuggled_into_the_json_params_is_refused(spark, tmp_path, monkeypatch):
+    """TFImageTransformer's ``graph`` converter reads a SavedModel directory named by a string;
+    a saved stage must not get TensorFlow to load one at ``load``."""
+    from sparkdl import TFImageTransformer
+    from sparkdl.graph.input import TFInputGraph
+
+    opened = []
+    monkeypatch.setattr(TFInputGraph, "fromSavedModel",
+                        classmethod(lambda cls, path, *a, **k: opened.append(path)))
+    TFImageTransformer(inputCol="image", outputCol="out", channelOrder="RGB") \
+        .save(str(tmp_path / "stage"))
+    (meta,) = glob.glob(str(tmp_path / "stage" / "metadata" / "part-*"))
+    with open(meta) as f:
+        metadata = json.loads(f.read())
+    metadata["paramMap"]["graph"] = str(tmp_path / "attacker-savedmodel")
+    with open(meta, "w") as f:
+        f.write(json.dumps(metadata))
+    for crc in glob.glob(str(tmp_path / "stage" / "metadata" / ".*.crc")):
+        os.remove(crc)
+    with pytest.raises(ValueError, match="TFImageTransformer saved at .* holds blob param "
+                                         "'graph' among its JSON params"):
+        TFImageTransformer.load(str(tmp_path / "stage"), allowUserCode=True)
+    assert opened == []

@@ -17,8 +17,11 @@ def read_images(paths):
     from sparkdl import readImages
 
     images = readImages(paths[0] if len(paths) == 1 else list(paths))
-    try:  # the file index Spark listed, counted in the JVM (no per-file transfer)
-        count = len(images._jdf.inputFiles())
+    from sparkdl.utils.session import is_connect
+
+    try:  # the file index Spark listed, counted in the JVM (on Connect: its names sent here)
+        count = len(images.inputFiles() if is_connect(images.sparkSession)
+                    else images._jdf.inputFiles())
     except Exception:
         count = None
     if count == 0:
@@ -27,7 +30,8 @@ def read_images(paths):
 
 
 def write(df, output, fmt, overwrite):
-    writer = df.write.mode("overwrite" if overwrite else "errorifexists").format(fmt)
+    # "error", not "errorifexists": Spark Connect knows only the short name.
+    writer = df.write.mode("overwrite" if overwrite else "error").format(fmt)
     if fmt == "csv":
         writer = writer.option("header", True)
     writer.save(output)
@@ -57,13 +61,16 @@ def run_job(args, paths, formats, transform, describe, show=None, forWrite=None)
     :param formats: the output formats the command writes.
     :param forWrite: ``DataFrame -> DataFrame`` applied before writing (given the format).
     """
-    check_inputs(paths)
+    remote = getattr(args, "remote", None)
+    if not remote:  # on Spark Connect the paths are the server's
+        check_inputs(paths)
     fmt = None
     if args.output or show is None:
         fmt = output_format(args.output, formats)
-        check_output(args.output, args.overwrite)
+        if not remote:
+            check_output(args.output, args.overwrite)
     start = time.monotonic()
-    with Session(args.master, args.verbose) as run:
+    with Session(args.master, args.verbose, remote) as run:
         try:
             images = read_images(paths)
             with run.quiet():  # builds the model on the driver

@@ -77,6 +77,10 @@ def build_parser(commands):
         "--master", metavar="URL",
         help="Spark master URL (default: local[*], all cores of this machine)")
     spark_options.add_argument(
+        "--remote", metavar="URL",
+        help="run the job on the Spark Connect server at URL (sc://host:port; needs "
+             "sparkdl[connect]): PATHs and --output are then read and written by its executors")
+    spark_options.add_argument(
         "--overwrite", action="store_true", help="replace --output if it exists")
     spark_options.add_argument(
         "--progress", type=_seconds, default=10.0, metavar="SECONDS",

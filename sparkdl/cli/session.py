@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 
-from sparkdl.cli.parsing import CliError, note, one_line
+from sparkdl.cli.parsing import EXIT_USAGE, CliError, note, one_line
 
 __all__ = ["Session", "Progress", "summarize"]
 
@@ -17,8 +17,9 @@ class Session:
     """The SparkSession of one command: the active one if any (left running), else a new one,
     stopped at the end, whose JVM writes its output to a log file unless ``verbose``."""
 
-    def __init__(self, master, verbose):
+    def __init__(self, master, verbose, remote=None):
         self.master = master
+        self.remote = remote
         self.verbose = verbose
         self.spark = None
         self.owned = False
@@ -29,6 +30,8 @@ class Session:
         from pyspark import SparkContext
         from pyspark.sql import SparkSession
 
+        if self.remote:
+            return self._connect()
         active = SparkContext._active_spark_context
         if active is not None:
             self.spark = SparkSession.active()
@@ -53,6 +56,30 @@ class Session:
             raise CliError(message) from e
         if not self.verbose:
             self.spark.sparkContext.setLogLevel("ERROR")
+        return self
+
+    def _connect(self):
+        """A Spark Connect session on ``remote`` (nothing runs in a JVM here; the log file only
+        takes TensorFlow's native output while the model is built)."""
+        from pyspark.sql import SparkSession
+
+        if self.master:
+            raise CliError("--master and --remote exclude each other: the Spark Connect "
+                           "server has its own master", EXIT_USAGE)
+        if not self.remote.startswith("sc://"):
+            raise CliError(f"--remote must be a Spark Connect URL sc://host:port, got "
+                           f"{_shown(self.remote)!r}", EXIT_USAGE)
+        _reachable(self.remote)
+        self.owned = True
+        if not self.verbose:
+            self.log = tempfile.NamedTemporaryFile(prefix="sparkdl-", suffix=".log",
+                                                   delete=False)
+        try:
+            self.spark = SparkSession.builder.remote(self.remote).getOrCreate()
+            self.spark.version  # connects now, so an unreachable server fails here
+        except Exception as e:
+            raise CliError(f"could not connect to the Spark Connect server "
+                           f"{_shown(self.remote)}: {summarize(e)}") from e
         return self
 
     def _jvm_failure(self, error):
@@ -112,18 +139,54 @@ class Session:
             os.close(saved)
 
 
+def _reachable(url, timeout=15):
+    """Fail in one line when nothing listens at a Spark Connect URL (the client itself retries
+    an unreachable server for minutes)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        parsed = urlparse(url.split(";", 1)[0].replace("sc://", "http://", 1))
+        host, port = parsed.hostname, parsed.port or 15002
+    except ValueError as e:
+        raise CliError(f"--remote {_shown(url)!r} is not a Spark Connect URL: {e}",
+                       EXIT_USAGE) from e
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise CliError(f"could not connect to the Spark Connect server {_shown(url)}: "
+                       f"{e.strerror or e}") from e
+
+
+def _shown(url):
+    """A Spark Connect URL without its parameters (a token must not reach a log)."""
+    return url.split(";", 1)[0].rstrip("/")
+
+
 class Progress:
     """Every ``interval`` seconds (the first time after ``interval``), one stderr line with the
-    tasks done in each active Spark stage, from ``SparkContext.statusTracker()``."""
+    tasks done in each active Spark stage, from ``SparkContext.statusTracker()`` (on Spark
+    Connect, from the server's progress reports)."""
 
     def __init__(self, spark, interval):
-        self.tracker = spark.sparkContext.statusTracker()
+        from sparkdl.utils.session import is_connect
+
+        self.spark = spark
+        self.connect = is_connect(spark)
+        # Spark Connect has no status tracker: the server reports each query's stages.
+        self.tracker = None if self.connect else spark.sparkContext.statusTracker()
+        self.stages = {}
         self.interval = interval
         self.stopped = threading.Event()
         self.thread = None
         self.start = time.monotonic()
 
+    def _onProgress(self, stages, inflight_tasks, operation_id, done):
+        self.stages = {} if done else {s.stage_id: s for s in stages if not s.done}
+
     def __enter__(self):
+        if self.interval > 0 and self.connect:
+            self.spark.registerProgressHandler(self._onProgress)
         if self.interval > 0:
             self.thread = threading.Thread(target=self._run, name="sparkdl-progress", daemon=True)
             self.thread.start()
@@ -138,6 +201,9 @@ class Progress:
                           file=sys.stderr, flush=True)
 
     def status(self):
+        if self.connect:
+            return "; ".join(f"stage {i}: {s.num_completed_tasks}/{s.num_tasks} tasks done"
+                             for i, s in sorted(self.stages.items()))
         parts = []
         for stage_id in sorted(self.tracker.getActiveStageIds()):
             info = self.tracker.getStageInfo(stage_id)
@@ -155,6 +221,9 @@ class Progress:
         self.stopped.set()
         if self.thread is not None:
             self.thread.join()
+        if self.interval > 0 and self.connect:
+            with contextlib.suppress(Exception):
+                self.spark.removeProgressHandler(self._onProgress)
         return False
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "formatShape",
     "imageFileModelUdf",
     "imagePreprocessorModelUdf",
+    "checkPreprocessor",
     "loaderArraysUdf",
 ]
 
@@ -199,6 +200,24 @@ def imagePreprocessorModelUdf(handle, preprocessor, inputShape=None, batchSize=6
             yield listColumn(pieces, len(chunk))
 
     return predictPreprocessed
+
+
+def checkPreprocessor(preprocessor, inputShape=None, what="preprocessor"):
+    """Driver-side, when a preprocessor is registered: call it once on a blank mid-gray RGB
+    uint8 image (the model's input size when fixed, else 32 x 32) and check that the model
+    can take what it returns, so a function that does not fit fails now, with the reason,
+    rather than in every query that uses it.
+
+    :raises ValueError: naming ``what``, with the function's error or the shapes.
+    """
+    fixed = inputShape is not None and len(inputShape) == 3 and None not in inputShape[:2]
+    height, width = (inputShape[0], inputShape[1]) if fixed else (32, 32)
+    try:
+        out = preprocessor(np.full((height, width, 3), 128, np.uint8))
+    except Exception as e:  # the user's function: report whatever it raised
+        raise ValueError(f"{what} failed on a blank {height} x {width} RGB uint8 array: "
+                         f"{type(e).__name__}: {e}") from e
+    _modelInput(out, None if inputShape is None else tuple(inputShape), what)
 
 
 def loaderArraysUdf(imageLoader, batchSize=64):

@@ -8,7 +8,8 @@ worker's cached model.
    Its ``key`` names its content (a file by path, mtime, size and ``safeMode``; bytes by
    their hash), so a source is read on the driver only when its key is new.
 2. :func:`handleFor` turns a source into a **handle**, once per key and Spark application:
-   the model's bytes are shipped once (a broadcast today; the one place that knows how is
+   the model's bytes are shipped once (a broadcast on a classic session, a session artifact
+   on Spark Connect; the one place that knows how is
    :func:`_ship`) and the handle, which pickles small, goes into the UDF's closure. One LRU of
    handles on the driver (:data:`MAX_HANDLES`).
 3. On an executor, :meth:`Handle.load` returns the worker's cached :class:`LoadedModel`
@@ -19,7 +20,8 @@ worker's cached model.
 On the driver, :meth:`Handle.inspect` reads the loaded model once per handle (e.g. its
 signature), and :meth:`Handle.data` returns the shipped bytes (e.g. for training). The layer
 takes the caller's ``SparkSession`` (a stage's ``dataset.sparkSession``, a registrar's active
-session) and needs no ``SparkContext`` outside :func:`_ship` and :func:`_sessionKey`.
+session) and needs no ``SparkContext`` outside :func:`_ship` and :func:`_sessionKey`, and
+none at all on Spark Connect, where models travel as session artifacts (:class:`_SessionFile`).
 
 Keras files and bytes load with ``safe_mode=safeMode``; a refusal becomes one message
 (:func:`safeModeRefusal`) that says how the caller opts in (``advice``).
@@ -30,6 +32,8 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+
+from sparkdl.utils.session import is_connect
 
 __all__ = [
     "Source",
@@ -47,6 +51,7 @@ __all__ = [
     "modelToBytes",
     "modelFromBytes",
     "kerasModelBytes",
+    "kerasFileFormat",
     "relaxBatchDimension",
 ]
 
@@ -88,9 +93,32 @@ def modelFromBytes(data, safeMode=True):
         return keras.saving.load_model(path, compile=False, safe_mode=safeMode)
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def kerasFileFormat(path):
+    """``".keras"`` (a zip) or ``".h5"`` (HDF5) from the file's content, whatever its name
+    (1.x-era HDF5 models often have none); None for anything else. HDF5 puts its signature
+    at byte 0, or after a user block of 512, 1024, 2048... bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head == b"PK\x03\x04":
+            return ".keras"
+        offset = 0
+        while True:
+            f.seek(offset)
+            block = f.read(len(_HDF5_SIGNATURE))
+            if block == _HDF5_SIGNATURE:
+                return ".h5"
+            if len(block) < len(_HDF5_SIGNATURE) or offset >= 1 << 20:
+                return None
+            offset = 512 if offset == 0 else offset * 2
+
+
 def kerasModelBytes(path, safeMode=True, advice=STAGE_ADVICE):
     """The ``.keras`` bytes of a ``.keras`` / legacy ``.h5`` file on the driver, checked by
-    loading it as executors will (``safe_mode=safeMode``).
+    loading it as executors will (``safe_mode=safeMode``). A file is recognised by its content
+    (zip or HDF5), not its name.
 
     :raises FileNotFoundError: the path does not exist (the message names it).
     :raises ValueError: the file cannot be loaded; for a Lambda layer holding Python bytecode
@@ -102,15 +130,23 @@ def kerasModelBytes(path, safeMode=True, advice=STAGE_ADVICE):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"modelFile {path!r} does not exist on the driver")
-    if os.path.isdir(path) or not path.endswith((".keras", ".h5", ".hdf5")):
-        raise ValueError(f"modelFile {path!r} must be a Keras .keras or legacy .h5 file")
+    kind = None if os.path.isdir(path) else kerasFileFormat(path)
+    if kind is None:
+        raise ValueError(f"modelFile {path!r} must be a Keras .keras file (a zip) or legacy "
+                         ".h5 file (HDF5); its content is neither")
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=bool(safeMode))
+        with tempfile.TemporaryDirectory() as d:
+            loadable = path
+            if not path.endswith((kind, ".hdf5") if kind == ".h5" else kind):
+                # Keras picks the format by extension: give it a name that says the content
+                loadable = os.path.join(d, "model" + kind)
+                os.symlink(os.path.abspath(path), loadable)
+            model = keras.saving.load_model(loadable, compile=False, safe_mode=bool(safeMode))
     except ValueError as e:
         if safeMode and _isSafeModeRefusal(e):
             raise safeModeRefusal(f"modelFile {path!r}", advice, e) from e
         raise ValueError(f"modelFile {path!r} could not be loaded by Keras: {e}") from e
-    if path.endswith(".keras"):
+    if kind == ".keras":
         with open(path, "rb") as f:
             return f.read()
     return modelToBytes(model)  # legacy .h5 -> .keras, the one format executors load
@@ -347,12 +383,56 @@ _handlesLock = threading.Lock()
 
 
 def _sessionKey(spark):
-    """What a handle is valid for: the Spark application of ``spark``."""
+    """What a handle is valid for: the Spark application of ``spark`` (on Spark Connect, the
+    session: its artifacts are its own)."""
+    if is_connect(spark):
+        return ("connect", spark.session_id)
     return spark.sparkContext.applicationId
 
 
+class _SessionFile:
+    """Spark Connect's native channel for a model: a session artifact file
+    (``addArtifacts(..., file=True)``), uploaded by the client in chunks (so models above
+    Connect's gRPC message limit ship) and fetched once per executor; a Python worker reads it
+    from :class:`pyspark.SparkFiles`. Named by the content hash, so the same bytes again in a
+    session (another stage, a copy of the file) upload nothing. Pickles as its name only."""
+
+    def __init__(self, spark, data):
+        self.name = f"sparkdl-{hashlib.sha256(data).hexdigest()}.bin"
+        self._data = data
+        key = (spark.session_id, self.name)
+        with _uploadLock:
+            if key not in _uploaded:
+                with tempfile.TemporaryDirectory() as d:
+                    path = os.path.join(d, self.name)
+                    with open(path, "wb") as f:
+                        f.write(data)
+                    spark.addArtifacts(path, file=True)
+                _uploaded.add(key)
+
+    def __getstate__(self):
+        return {"name": self.name, "_data": None}
+
+    @property
+    def value(self):
+        if self._data is not None:  # on the driver
+            return self._data
+        from pyspark import SparkFiles
+
+        with open(SparkFiles.get(self.name), "rb") as f:
+            return f.read()
+
+
+_uploaded = set()  # (session id, artifact name) uploaded by this client
+_uploadLock = threading.Lock()
+
+
 def _ship(spark, data):
-    """Send ``data`` to the executors once; returns an object whose ``value`` is the data."""
+    """Send ``data`` to the executors once; returns an object whose ``value`` is the data:
+    a broadcast on a classic session (in executor memory, no file), a session artifact on
+    Spark Connect (which has no broadcast)."""
+    if is_connect(spark):
+        return _SessionFile(spark, data)
     return spark.sparkContext.broadcast(data)
 
 

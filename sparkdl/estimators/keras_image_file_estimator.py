@@ -211,7 +211,9 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     ``fitMultiple`` trains all param maps in parallel, one Spark task each (so
     ``CrossValidator``/``TrainValidationSplit`` train their grids concurrently); param maps
     may change ``kerasOptimizer``, ``kerasLoss``, ``kerasFitParams``, ``outputCol`` and
-    ``outputMode``.
+    ``outputMode``. The trained models return to the driver together as task results, so the
+    driver needs about *model size x param maps* within ``spark.driver.memory`` and
+    ``spark.driver.maxResultSize`` (a warning is logged past half of either).
 
     ``seed`` (default: derived from the class name as in Spark ML, and the same in every
     process) seeds Keras's random generators and the shuffle in each training
@@ -341,6 +343,10 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
             for est in estimators:
                 est._checkLossForLabels(est.getKerasLoss(), kind)
             handle = self._kerasModelHandle(spark)
+            # trained models return to the driver together, all param maps at once
+            from sparkdl.estimators.driver_memory import checkDriverMemory
+
+            checkDriverMemory(spark, handle.size, len(estimators) if numWorkers == 1 else 1)
             jobs = [(i, est.getKerasOptimizer(), est.getKerasLoss(), est.getKerasFitParams())
                     for i, est in enumerate(estimators)]
             results = trainJobs(spark, jobs, handle, storeDir, kind, self.getSeed(), numWorkers)

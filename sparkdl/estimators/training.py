@@ -144,11 +144,9 @@ def checkSlots(spark, numWorkers):
     """Driver-side, before any data is stored: with ``numWorkers > 1``, HorovodRunner's own
     check that the cluster has that many task slots (fails at once, saying how many)."""
     if numWorkers > 1:
-        import time
+        from sparkdl.horovod.runner import check_slots
 
-        from sparkdl.horovod.runner import check_cluster
-
-        check_cluster(spark.sparkContext, numWorkers, time.monotonic() + 600)
+        check_slots(spark, numWorkers)
 
 
 def trainJobs(spark, jobs, handle, storeDir, kind, seed, numWorkers):
@@ -171,9 +169,45 @@ def trainJobs(spark, jobs, handle, storeDir, kind, seed, numWorkers):
                                     storeDir=storeDir, optimizer=optimizer, loss=loss,
                                     fitParams=fitParams, kind=kind, seed=seed)
         return results
-    def run(job):
-        i, optimizer, loss, fitParams = job
-        return i, trainRank(handle.data(), handle.safeMode, storeDir, optimizer, loss,
-                            fitParams, kind, seed)
+    return _trainInTasks(spark, jobs, handle, storeDir, kind, seed)
 
-    return dict(spark.sparkContext.parallelize(jobs, len(jobs)).map(run).collect())
+
+#: Largest piece of a task's result in one row: Spark Connect caps a result batch at a few MB.
+RESULT_CHUNK_BYTES = 256 * 1024
+
+
+def _trainInTasks(spark, jobs, handle, storeDir, kind, seed):
+    """One task per job, all in parallel, as a DataFrame job (``mapInArrow``), so it runs on a
+    classic and a Spark Connect session alike; each result (the trained ``.keras`` bytes and
+    the history) comes back cloudpickled, in chunks."""
+    import pyarrow as pa
+    from pyspark import cloudpickle
+
+    schema = pa.schema([("job", pa.int64()), ("seq", pa.int64()), ("data", pa.binary())])
+
+    def train(batches):
+        from pyspark import cloudpickle as pickler
+
+        for batch in batches:
+            for n in batch.column(0).to_pylist():
+                i, optimizer, loss, fitParams = jobs[n]
+                data = pickler.dumps((i, trainRank(handle.data(), handle.safeMode, storeDir,
+                                                   optimizer, loss, fitParams, kind, seed)))
+                chunks = [data[at:at + RESULT_CHUNK_BYTES]
+                          for at in range(0, len(data), RESULT_CHUNK_BYTES)]
+                for at in range(0, len(chunks), 16):
+                    part = chunks[at:at + 16]
+                    yield pa.RecordBatch.from_pydict(
+                        {"job": [n] * len(part), "seq": list(range(at, at + len(part))),
+                         "data": part}, schema=schema)
+
+    rows = spark.range(len(jobs), numPartitions=len(jobs)) \
+        .mapInArrow(train, "job long, seq long, data binary").collect()
+    parts = {}
+    for row in rows:
+        parts.setdefault(row.job, []).append((row.seq, bytes(row.data)))
+    results = {}
+    for pieces in parts.values():
+        i, result = cloudpickle.loads(b"".join(chunk for _, chunk in sorted(pieces)))
+        results[i] = result
+    return results

@@ -22,12 +22,13 @@ client when the run ends (it is also in task 0's executor log as it happens).
 import json
 import logging
 import re
-import secrets
 import sys
 import threading
+import uuid
 
 from sparkdl.horovod._driver import Coordinator, DriverService, HorovodRunnerError
 from sparkdl.horovod._supervisor import supervise
+from sparkdl.horovod._wire import new_token
 
 logger = logging.getLogger("sparkdl.horovod")
 
@@ -90,7 +91,7 @@ def _task(np, payload, backend, stream, start_timeout):
         service = None
         try:
             if slot == 0:
-                token = secrets.token_hex(16)
+                token = new_token()
                 service = DriverService(token, host)
                 hello = json.dumps({"host": host, "port": service.port, "token": token})
             else:
@@ -191,10 +192,9 @@ def _expected_slots(session):
     return None
 
 
-def run(session, np, payload, backend, runner):
-    """Run the ranks on the Connect ``session``; return rank 0's value (cloudpickled)."""
-    from pyspark import cloudpickle
-
+def check_slots(session, np):
+    """Fail at once when the server's cluster cannot run ``np`` barrier tasks together, as far
+    as the client can tell from its configuration; returns ``np`` (``np=0``: all slots)."""
     if str(_conf(session, "spark.dynamicAllocation.enabled", "false")).lower() == "true":
         raise RuntimeError(
             "HorovodRunner runs its ranks as one Spark barrier stage, which Spark refuses "
@@ -205,16 +205,24 @@ def run(session, np, payload, backend, runner):
         if slots is None:
             raise ValueError("HorovodRunner(np=0) on Spark Connect: the client cannot count "
                              "the cluster's task slots; set np explicitly")
-        np = slots
-        logger.warning("HorovodRunner: np=0 uses all %d task slots", np)
+        logger.warning("HorovodRunner: np=0 uses all %d task slots", slots)
+        return slots
     if slots is not None and slots < np:
         raise RuntimeError(
             f"HorovodRunner(np={np}) needs {np} task slots at the same time for its barrier "
             f"job, but the Spark Connect server's cluster has {slots} (master "
             f"{_conf(session, 'spark.master')}). Use np <= {slots}, or add executors or cores.")
+    return np
+
+
+def run(session, np, payload, backend, runner):
+    """Run the ranks on the Connect ``session``; return rank 0's value (cloudpickled)."""
+    from pyspark import cloudpickle
+
+    np = check_slots(session, np)
     stream = runner.driver_log_verbosity == "all"
     task = _task(np, payload, backend, stream, runner.start_timeout)
-    tag = f"sparkdl-horovod-{secrets.token_hex(6)}"
+    tag = f"sparkdl-horovod-{uuid.uuid4().hex[:12]}"
     logger.info("HorovodRunner: launching np=%d ranks as a barrier job on Spark Connect "
                 "(%s backend)", np, backend)
     session.addTag(tag)

@@ -69,6 +69,11 @@ class HorovodRunner:
     stopping every rank and the Spark job. If the ranks cannot all start within
     ``start_timeout`` seconds, it raises saying which are missing.
 
+    On a Spark Connect session (``SparkSession.builder.remote(...)``) the ranks run as one
+    barrier ``mapInArrow`` job whose partition 0 task hosts what the driver hosts here (the
+    rendezvous included), so nothing connects back to the client; rank 0's value and the
+    ranks' output come back through the query, so the output is printed when the run ends.
+
     :param np: number of ranks (see above).
     :param driver_log_verbosity: ``"all"`` or ``"log_callback_only"``.
     :param backend: ``"auto"``, ``"horovod"`` or ``"tensorflow"``.
@@ -337,6 +342,18 @@ def _expected_slots(sc):
     if instances and cores:
         return int(instances) * (int(cores) // task_cpus)
     return None
+
+
+def check_slots(spark, np):
+    """Fail at once when ``spark``'s cluster cannot run ``np`` barrier tasks together (a
+    classic or a Spark Connect session); used before work that a HorovodRunner run follows."""
+    from sparkdl.utils.session import is_connect
+
+    if is_connect(spark):
+        from sparkdl.horovod import _connect
+
+        return _connect.check_slots(spark, np)
+    return check_cluster(spark.sparkContext, np, time.monotonic() + 600)
 
 
 def check_cluster(sc, np, deadline):

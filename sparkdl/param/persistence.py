@@ -58,6 +58,18 @@ def _decode(codec, data):
 
 
 class _SparkDLWriter(DefaultParamsWriter):
+    def _handleOverwrite(self, path):
+        from sparkdl.utils.session import is_connect
+
+        if not is_connect(self.sparkSession):
+            return super()._handleOverwrite(path)
+        # pyspark's MLWriter removes the old path through the JVM session; on Spark Connect
+        # the server's ML helper does it (as pyspark does for its own temporary paths).
+        from pyspark.ml.util import ML_CONNECT_HELPER_ID
+        from pyspark.ml.wrapper import JavaWrapper
+
+        JavaWrapper(java_obj=ML_CONNECT_HELPER_ID)._call_java("handleOverwrite", path, True)
+
     def saveImpl(self, path):
         instance = self.instance
         # Stages that read a driver file (e.g. a model) copy its content into a param first,
@@ -122,6 +134,14 @@ class _SparkDLReader(MLReader):
         if unknown:
             raise ValueError(f"{py_type.__name__} saved at {path} holds blob param(s) "
                              f"{unknown} that the class does not declare")
+        # A blob param given as JSON would reach its converter (which may read a SavedModel
+        # directory named by a string); blob params come from the blob table only.
+        jsonParams = {**(metadata.get("defaultParamMap") or {}), **metadata["paramMap"]}
+        inJson = sorted(name for name in codecs if jsonParams.get(name) is not None)
+        if inJson:
+            raise ValueError(f"{py_type.__name__} saved at {path} holds blob param "
+                             f"{inJson[0]!r} among its JSON params; it was not written by "
+                             "sparkdl and is refused")
         instance = py_type()
         instance._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(instance, metadata)

@@ -142,6 +142,36 @@ class HasErrorCol(Params):
     def getErrorCol(self):
         return self.getOrDefault(self.errorCol)
 
+    def _checkErrorCol(self, dataset, outputCol):
+        """``errorCol`` may name an existing string column, an earlier stage's (e.g.
+        :func:`sparkdl.readImages`' ``error``): :meth:`_withErrorCol` appends to it, so that
+        ``readImages`` followed by any stage works with the defaults."""
+        from pyspark.sql.types import StringType
+
+        errorCol = self.getErrorCol()
+        if errorCol == outputCol:
+            raise ValueError(f"outputCol and errorCol must differ, both are {outputCol!r}")
+        if errorCol in dataset.columns:
+            dataType = dataset.schema[errorCol].dataType
+            if not isinstance(dataType, StringType):
+                raise TypeError(f"errorCol {errorCol!r} is a column of type "
+                                f"{dataType.simpleString()}; an existing error column must hold "
+                                "strings (the stage appends its reasons to it): choose another "
+                                "errorCol")
+
+    def _withErrorCol(self, dataset, reason):
+        """``dataset`` with ``errorCol`` = ``reason`` (a string column, null when the row is
+        fine); an existing ``errorCol`` keeps its reason, and a row bad for both gets
+        ``"<earlier reason>; <this stage's reason>"``."""
+        from pyspark.sql import functions as F
+
+        errorCol = self.getErrorCol()
+        if errorCol in dataset.columns:
+            previous = F.col("`" + errorCol.replace("`", "``") + "`")
+            reason = (F.when(previous.isNull(), reason).when(reason.isNull(), previous)
+                      .otherwise(F.concat(previous, F.lit("; "), reason)))
+        return dataset.withColumn(errorCol, reason)
+
 
 class HasBatchSize(Params):
     """Mixin for param batchSize: rows per batch inside a task."""

@@ -32,7 +32,8 @@ class ImageLoader(
 
     A file that cannot be read or decoded, or a loader that raises, gives Spark's
     invalid-image row (height = width = nChannels = mode = -1) with the reason in
-    ``errorCol``; a null URI gives a null image. The job never fails for one bad file.
+    ``errorCol``; a null URI gives a null image. The job never fails for one bad file. An
+    existing string ``errorCol`` (e.g. ``readImages``' ``error``) is kept and appended to.
 
     >>> from sparkdl import ImageLoader
     >>> paths = spark.createDataFrame([("python/tests/resources/images/rgb.png",)], ["uri"])
@@ -84,11 +85,9 @@ class ImageLoader(
         checkStringColumn(dataset, inputCol, "inputCol")
         from sparkdl.image.reader import loadUrisUdf
 
+        self._checkErrorCol(dataset, self.getOutputCol())  # an existing one is appended to
         udf = loadUrisUdf(self.getImageLoader(), self.getTargetSize(), self.getResizeMethod())
         tmp = f"__{self.uid}_decoded"
-        return (
-            dataset.withColumn(tmp, udf(F.col(inputCol)))
-            .withColumn(self.getOutputCol(), F.col(f"{tmp}.image"))
-            .withColumn(self.getErrorCol(), F.col(f"{tmp}.error"))
-            .drop(tmp)
-        )
+        loaded = (dataset.withColumn(tmp, udf(F.col(inputCol)))
+                  .withColumn(self.getOutputCol(), F.col(f"{tmp}.image")))
+        return self._withErrorCol(loaded, F.col(f"{tmp}.error")).drop(tmp)

@@ -31,7 +31,8 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
     struct (CV_32FC1/3/4, stored in the struct's BGR(A) order like every image column).
 
     A null URI gives a null output. A loader that raises, or returns an array the model
-    cannot take, gives a null output with the reason in ``errorCol``; the job goes on.
+    cannot take, gives a null output with the reason in ``errorCol``; the job goes on. An
+    existing string ``errorCol`` (e.g. ``readImages``' ``error``) is kept and appended to.
 
     The column, ``modelFile`` (must exist; a SavedModel directory is refused with advice to
     use :class:`sparkdl.TFImageTransformer`), the model (one ``(batch, height, width,
@@ -83,7 +84,8 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
                              "(H x W x C, RGB, preprocessed as the model expects)")
         toOutputMode(self.getOutputMode())
         checkStringColumn(dataset, self.getInputCol(), "inputCol")
-        checkNewColumns(dataset, outputCol=self.getOutputCol(), errorCol=self.getErrorCol())
+        checkNewColumns(dataset, outputCol=self.getOutputCol())
+        self._checkErrorCol(dataset, self.getOutputCol())  # an existing string one is appended to
         if not self.isSet(self.modelBytes):
             checkKerasModelFile(self.getModelFile() if self.isSet(self.modelFile) else None,
                                 "KerasImageFileTransformer")
@@ -115,4 +117,4 @@ class KerasImageFileTransformer(Transformer, HasInputCol, HasOutputCol, HasKeras
             result = result.withColumn(self.getOutputCol(), F.col(f"{tmp}.output"))
         else:
             result = withVectorColumn(result, self.getOutputCol(), F.col(f"{tmp}.output"))
-        return result.withColumn(self.getErrorCol(), F.col(f"{tmp}.error")).drop(tmp)
+        return self._withErrorCol(result, F.col(f"{tmp}.error")).drop(tmp)

@@ -63,6 +63,14 @@ class FeaturizerReader(MLReader):
 
     def load(self, path):
         metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
-        if metadata.get("class") == V1_CLASS:
+        saved = metadata.get("class", "")
+        if saved == V1_CLASS:
             return fromV1Metadata(metadata, path)
-        return DefaultParamsReader(self.cls).session(self.sparkSession).load(path)
+        # No module is imported on the saved files' word (pyspark's reader would import it).
+        if saved.rpartition(".")[2] != self.cls.__name__:
+            raise ValueError(f"{path!r} holds a saved {saved!r}, not a {self.cls.__name__}; "
+                             "load it with its own class")
+        instance = self.cls()
+        instance._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(instance, metadata)
+        return instance

@@ -14,19 +14,36 @@ def _pathInFilesystem(parsed):
     return parsed.netloc + parsed.path
 
 
+#: Hadoop's names of the S3 connector -> the scheme pyarrow knows.
+SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3"}
+
+
 def _remote(parsed, uri):
-    """``(pyarrow FileSystem, path in it)`` of a URI that is not local."""
+    """``(pyarrow FileSystem, path in it)`` of a URI that is not local.
+
+    :raises OSError: no file system for the URI's scheme is installed or configured (the
+        message names the scheme), so that callers treat it as an unreadable file.
+    """
     from pyarrow import fs
 
     key = (parsed.scheme, parsed.netloc)
     if key not in _FILESYSTEMS:
-        _FILESYSTEMS[key] = fs.FileSystem.from_uri(uri)[0]
+        scheme = SCHEME_ALIASES.get(parsed.scheme, parsed.scheme)
+        try:
+            _FILESYSTEMS[key] = fs.FileSystem.from_uri(f"{scheme}://{parsed.netloc}/")[0]
+        except Exception as e:  # pyarrow: ArrowInvalid (unknown), ArrowNotImplementedError...
+            raise OSError(f"no filesystem for scheme {parsed.scheme}: {uri} "
+                          f"({type(e).__name__}: {e})") from None
     return _FILESYSTEMS[key], _pathInFilesystem(parsed)
 
 
 def readBytes(uri):
     """Return the bytes of the file at ``uri``: a local path, a ``file:`` URI, or any URI that
-    ``pyarrow.fs`` reads (``hdfs://``, ``s3://``, ``gs://``, ...)."""
+    ``pyarrow.fs`` reads (``hdfs://``, ``s3://``, ``gs://``, ...; Hadoop's ``s3a://`` is S3).
+    S3 takes its settings from the usual AWS variables (``AWS_ENDPOINT_URL``, credentials).
+
+    :raises OSError: the file cannot be read, or no file system handles its scheme.
+    """
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         with open(unquote(parsed.path) if parsed.scheme else uri, "rb") as f:

@@ -154,3 +154,8 @@ def test_v1_featurizer_with_unknown_content_is_refused(spark, tmp_path):
     write_metadata(path, metadata)
     with pytest.raises(ValueError, match=r"has params \['graphBytes'\] that 1.x never wrote"):
         DeepImageFeaturizer.load(path)
+    path = str(tmp_path / "other")
+    write_metadata(path, dict(featurizer_metadata("VGG16"), **{"class": "os.DeepImagePredictor"}))
+    with pytest.raises(ValueError, match=r"holds a saved 'os.DeepImagePredictor', not a "
+                                         r"DeepImageFeaturizer"):
+        DeepImageFeaturizer.load(path)

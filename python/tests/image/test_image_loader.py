@@ -108,3 +108,28 @@ def test_image_loader_on_separate_executors(cluster_spark, png_dir):
     df = cluster_spark.createDataFrame([(p,) for p in paths], "uri string").repartition(2)
     rows = ImageLoader(inputCol="uri", outputCol="img", imageLoader=_user_loader).transform(df).collect()
     assert all(r.error is None and r.img.nChannels == 3 for r in rows)
+
+
+def test_s3_and_s3a_uris_are_read_from_a_real_s3_server(spark, png_dir):
+    from s3_server import s3_server
+
+    with s3_server(spark) as client:
+        with open(f"{png_dir}/RGB.png", "rb") as f:
+            client.put_object(Bucket="sparkdl-tests", Key="photos/RGB.png", Body=f.read())
+        client.put_object(Bucket="sparkdl-tests", Key="photos/empty.png", Body=b"")
+        paths = ["s3://sparkdl-tests/photos/RGB.png", "s3a://sparkdl-tests/photos/RGB.png",
+                 "s3a://sparkdl-tests/photos/empty.png", "s3://sparkdl-tests/photos/nope.png",
+                 "nosuchfs://host/x.png", f"{png_dir}/RGB.png"]
+        rows = ImageLoader(inputCol="uri", outputCol="img").transform(uris(spark, paths)).collect()
+    local = rows[-1].img
+    for row in rows[:2]:  # s3a:// is Hadoop's name for S3
+        assert row.error is None, row.error
+        assert (row.img.height, row.img.width) == (local.height, local.width)
+        assert bytes(row.img.data) == bytes(local.data) and row.img.origin == row.uri
+    assert rows[2].error == "empty file"
+    assert rows[3].img.height == -1 and "cannot read file" in rows[3].error
+    assert rows[3].error.count("nope.png") >= 1
+    # No loader was set: the reason is the file system, not "imageLoader failed".
+    assert rows[4].img.height == -1
+    assert rows[4].error.startswith("cannot read file: no filesystem for scheme nosuchfs: "
+                                    "nosuchfs://host/x.png"), rows[4].error

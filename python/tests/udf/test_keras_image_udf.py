@@ -159,7 +159,9 @@ def test_preprocessor_replaces_resizing_and_in_memory_models_work(spark, images)
 
 def test_a_failing_preprocessor_fails_the_query_naming_the_image(spark, images, models):
     def refuse(rgb):
-        raise RuntimeError("no thanks")
+        if rgb.std() > 0:  # real images only: registration checks it on a blank image
+            raise RuntimeError("no thanks")
+        return rgb[:SIZE, :SIZE]
 
     registerKerasImageUDF("kimg_refuse", models["a"][1], preprocessor=refuse)
     with pytest.raises(Exception, match="preprocessor of 'kimg_refuse' failed on image "
