@@ -14,6 +14,7 @@ import psutil
 import pytest
 from PIL import Image
 from pyspark import cloudpickle
+from pyspark.sql import functions as F
 
 from sparkdl import DeepImageFeaturizer, HorovodRunner, KerasImageFileEstimator, readImages
 from sparkdl.horovod.runner import HorovodRunnerError
@@ -114,13 +115,16 @@ class Job:
         assert not self.thread.is_alive(), "the job did not finish"
 
 
-def run_killing(sc, action, victims, select=None, hold=0.5, attempts=3):
+def run_killing(sc, action, victims, select=None, hold=0.5, attempts=3, after_kill=None):
     """Run ``action`` and kill ``victims(sc)`` once a stage has run tasks for ``hold`` s,
-    until a task attempt actually failed (a kill between two tasks fails none)."""
+    until a task attempt actually failed (a kill between two tasks fails none);
+    ``after_kill()`` runs right after each kill (e.g. to open a gate the tasks wait at)."""
     for _ in range(attempts):
         job = Job(sc, action)
         job.wait_running(select, hold)
         kill(victims(sc))
+        if after_kill is not None:
+            after_kill()
         job.join()
         if job.error is not None or job.failed():
             return job
@@ -146,12 +150,28 @@ def image_dir(tmp_path_factory):
     return str(d)
 
 
-def featurize(image_dir):
+def gated(path):
+    """A filter that keeps every row but holds each task until the file ``path`` exists: the
+    tasks are surely running when the test kills, however fast the machine (an ungated job
+    of 33 small images could finish before the kill)."""
+    @F.udf("boolean")
+    def passes(_):
+        while not os.path.exists(path):
+            time.sleep(0.05)
+        return True
+
+    return passes
+
+
+def featurize(image_dir, gate=None):
     featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features",
                                      modelName="MobileNetV3Small", weights=None, batchSize=4)
     # readImages partitions the files by the listing (no shuffle): the same rows in the same
     # partitions, in the same order, every run.
-    df = featurizer.transform(readImages(image_dir)).select("image.origin", "features", "error")
+    images = readImages(image_dir)
+    if gate is not None:
+        images = images.filter(gated(gate)(F.col("image.origin")))
+    df = featurizer.transform(images).select("image.origin", "features", "error")
     return lambda: [(r.origin, None if r.features is None else r.features.toArray(), r.error)
                     for r in df.collect()]
 
@@ -177,20 +197,26 @@ def clean_features(cluster_spark, image_dir):
     return clean
 
 
-def test_python_worker_killed_mid_featurizer_job(cluster_spark, image_dir, clean_features):
+def test_python_worker_killed_mid_featurizer_job(cluster_spark, image_dir, clean_features,
+                                                 tmp_path):
     sc = cluster_spark.sparkContext
     clean = clean_features
-    job = run_killing(sc, featurize(image_dir), python_workers)
+    gate = tmp_path / "gate"
+    job = run_killing(sc, featurize(image_dir, str(gate)), python_workers,
+                      after_kill=gate.touch)
     assert job.error is None, job.error
     assert job.failed() >= 1
     assert_same_rows(job.result, clean)
 
 
-def test_executor_jvm_killed_mid_featurizer_job(cluster_spark, image_dir, clean_features):
+def test_executor_jvm_killed_mid_featurizer_job(cluster_spark, image_dir, clean_features,
+                                                tmp_path):
     sc = cluster_spark.sparkContext
     wait_for_executors(sc)
     clean = clean_features
-    job = run_killing(sc, featurize(image_dir), lambda sc: executor_jvms(sc)[:1])
+    gate = tmp_path / "gate"
+    job = run_killing(sc, featurize(image_dir, str(gate)), lambda sc: executor_jvms(sc)[:1],
+                      after_kill=gate.touch)
     assert job.error is None, job.error
     assert job.failed() >= 1
     assert_same_rows(job.result, clean)
