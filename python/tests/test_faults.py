@@ -308,13 +308,18 @@ def tiny_cnn(tmp_path_factory):
     return path
 
 
+# Long enough that the single training task is surely running when the test looks (100 epochs
+# took under a second on an idle machine: the job finished before the kill).
+EPOCHS = 400
+
+
 def tiny_fit(spark, model_file):
     rows = spark.sparkContext.parallelize([(f"row-{i}-{i % 2}", i % 2) for i in range(32)], 2)
     df = spark.createDataFrame(rows, "uri string, label int")
     estimator = KerasImageFileEstimator(
         inputCol="uri", labelCol="label", outputCol="p", modelFile=model_file,
         imageLoader=tiny_loader, kerasLoss="sparse_categorical_crossentropy",
-        kerasFitParams={"epochs": 100, "batch_size": 4, "verbose": 0})
+        kerasFitParams={"epochs": EPOCHS, "batch_size": 4, "verbose": 0})
     return lambda: estimator.fit(df)
 
 
@@ -326,13 +331,13 @@ def test_training_task_killed_retrains_the_whole_model(cluster_spark, tiny_cnn):
     clean = tiny_fit(cluster_spark, tiny_cnn)()
     # The training stage: one task, running for seconds (the others of fit are short).
     job = run_killing(sc, tiny_fit(cluster_spark, tiny_cnn), python_workers,
-                      select=lambda stage: stage.numTasks == 1, hold=1.0)
+                      select=lambda stage: stage.numTasks == 1, hold=0.2)
     # Spark retries the task: training starts again from the stored rows.
     assert job.error is None, job.error
     assert job.failed() >= 1
     model = job.result
     # Never a partial model: the retried task trained all epochs, to the clean run's weights.
-    assert len(model.fitSummary["history"]["loss"]) == 100
+    assert len(model.fitSummary["history"]["loss"]) == EPOCHS
     np.testing.assert_allclose(model.fitSummary["history"]["loss"],
                                clean.fitSummary["history"]["loss"], rtol=1e-5)
     for a, b in zip(modelFromBytes(model.getOrDefault("modelBytes")).get_weights(),
