@@ -109,7 +109,7 @@ imageSchema = StructType(
 
 class DecodeError(RowError):
     """An image file could not be decoded; the message says why (the row's reason, see
-    :mod:`sparkdl.utils.rows`). A ``ValueError``."""
+    ``sparkdl.utils.rows``). A ``ValueError``."""
 
 
 def imageTypeByMode(mode):
@@ -391,7 +391,7 @@ def PIL_decode(raw_bytes):
 def _customDecodeRow(decode_f, origin, content):
     """``(image struct, error)`` for one file decoded by a user's ``decode_f``; what it
     raises, or returns that is not an image array, is the row's reason
-    (:mod:`sparkdl.utils.rows`: ``"decode_f failed: <Type>: <message>"``)."""
+    (``sparkdl.utils.rows``: ``"decode_f failed: <Type>: <message>"``)."""
     if content is None:
         return None, None
     errors = RowErrors(1)

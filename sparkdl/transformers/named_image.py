@@ -156,7 +156,7 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
     that cannot be read (missing, unknown URI scheme) or decoded (empty, not an image), give
     a null vector. ``errorCol`` (unset by default: no extra column, as in 1.x) names a column
     for the reason of each such row (null for good and null rows), worded by
-    :mod:`sparkdl.utils.rows` (e.g. ``"cannot read file: no filesystem for scheme s3a: ..."``,
+    ``sparkdl.utils.rows`` (e.g. ``"cannot read file: no filesystem for scheme s3a: ..."``,
     ``"empty file"``, ``"malformed image struct: data has 10 bytes, ..."``); an existing
     string column of that name (e.g. ``readImages``' ``error``) is appended to. Set it when
     the input is URIs or bytes, whose reasons no earlier stage gives.
