@@ -19,7 +19,10 @@ import tiny_image_models as tim
 from sparkdl import (DeepImageFeaturizer, DeepImagePredictor, ImageLoader,
                      KerasImageFileTransformer, KerasTransformer, readImages,
                      registerKerasImageUDF, registerKerasUDF)
-from sparkdl.image.imageIO import imageArrayToStruct, imageSchema, invalidImageStruct
+from sparkdl.engine import codec
+from sparkdl.image import arrow
+from sparkdl.image.imageIO import (createResizeImageUDF, imageArrayToStruct, imageSchema,
+                                   invalidImageStruct)
 from sparkdl.models.registry import buildModel, getModelEntry
 from sparkdl.utils.rows import RowError, RowErrors, reasonOf
 
@@ -104,6 +107,65 @@ def test_row_errors_words_row_failures_and_lets_job_failures_through():
                 raise fatal
     assert errors.reasons[3] is None
     assert reasonOf(OSError("boom"), "decode") == "cannot read file: boom"
+
+
+# -- the matrix on one chunk, without Spark: each kind of bad row x each batch function ---------
+
+def _struct_chunk(image):
+    return pa.array([image], arrow.IMAGE_ARROW_TYPE)
+
+
+URI_KINDS = ["good", "missing", "scheme", "empty", "broken", "null"]
+
+
+@pytest.mark.parametrize("kind", URI_KINDS)
+@pytest.mark.parametrize("reader", ["fileImages", "loadBatch"])
+def test_each_bad_uri_in_each_reader(files, kind, reader):
+    uri, reason = dict(zip(URI_KINDS, uri_rows(files)))[kind]
+    uris = pa.array([uri], pa.string())
+    if reader == "fileImages":
+        errors = RowErrors(1)
+        images = codec.fileImages(uris, errors)
+        assert (images[0] is None) == (kind != "good")
+        assert_reasons(errors.reasons, [reason])
+    else:
+        images, errors = arrow.loadBatch(uris)
+        assert_reasons(errors.to_pylist(), [reason])
+        assert images.is_null().to_pylist() == [kind == "null"]
+
+
+@pytest.mark.parametrize("kind,content,reason", [
+    ("empty", b"", "empty file"), ("broken", b"not an image", NOT_AN_IMAGE),
+    ("null", None, None)])
+@pytest.mark.parametrize("reader", ["fileImages", "decodeBatch"])
+def test_each_bad_file_content_in_each_decoder(kind, content, reason, reader):
+    contents = pa.array([content], pa.binary())
+    if reader == "fileImages":
+        errors = RowErrors(1)
+        assert codec.fileImages(contents, errors) == [None]
+        assert errors.reasons == [reason]
+    else:
+        images, errors = arrow.decodeBatch(pa.array(["file:/x"], pa.string()), contents)
+        assert errors.to_pylist() == [reason]
+
+
+@pytest.mark.parametrize("kind,image,reason", [
+    ("malformed", malformed_struct(), MALFORMED),
+    ("float malformed", Row(origin="f", height=2, width=2, nChannels=1, mode=5,
+                            data=bytearray(4)),
+     "malformed image struct: data has 4 bytes, height x width x nChannels = 2 x 2 x 1 x 4 "
+     "bytes needs 16"),
+    ("unknown mode", Row(origin="m", height=1, width=1, nChannels=3, mode=99, data=bytearray(3)),
+     "malformed image struct: unsupported image mode 99; supported: CV_8UC1=0, CV_32FC1=5, "
+     "CV_8UC3=16, CV_32FC3=21, CV_8UC4=24, CV_32FC4=29"),
+    ("invalid", invalidImageStruct("file:/invalid.png"), INVALID),
+    ("null", None, None)])
+def test_each_bad_struct_in_the_codec(kind, image, reason):
+    errors = RowErrors(1)
+    assert codec.structPixels(_struct_chunk(image and image.asDict()), errors) == [None]
+    assert errors.reasons == [reason]
+    tensor, rows = codec.imagesToTensor(_struct_chunk(image and image.asDict()), (4, 4))
+    assert tensor.shape == (0, 4, 4, 3) and len(rows) == 0
 
 
 # -- image structs, URIs and bytes into the named-model stages -------------------------------
@@ -274,6 +336,12 @@ def test_sql_image_functions_give_null_for_every_bad_row(spark, files):
         np.testing.assert_allclose(got, tim.predict(model, [resized])[0], atol=1e-4, rtol=0)
     assert [r.p is None for r in rows] == [k != 0 for k in range(len(rows))]
     np.testing.assert_allclose(rows[0].p, tim.predict(model, [prep(rgb)])[0], atol=1e-5, rtol=0)
+
+    # The 1.x resize UDF: a malformed struct is null; invalid and null ones are kept as they are.
+    resized = sorted(df.select("id", createResizeImageUDF((8, 8))("image").alias("r")).collect(),
+                     key=lambda r: r.id)
+    assert [r.r is None for r in resized] == [False, True, False, False, False, True]
+    assert resized[0].r.height == 8 and resized[2].r.height == -1
 
 
 # -- reading images: readImages, ImageLoader -------------------------------------------------

@@ -45,7 +45,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from sparkdl.utils.rows import RowError, RowErrors
+from sparkdl.utils.rows import STRUCT, RowError, RowErrors
 
 __all__ = [
     "ImageType",
@@ -450,8 +450,9 @@ def createResizeImageUDF(size, method="bilinear"):
     takes ``targetSize``): a UDF resizing an image struct column to ``size``.
 
     Channels keep the struct's order; 8-bit and float images keep their type; null and
-    invalid images are returned as they are. 1.x resized with Pillow's default filter of its
-    day (nearest); ``method`` names the filter here (bilinear by default).
+    invalid images are returned as they are, a malformed one (data that does not match its
+    header) gives null. 1.x resized with Pillow's default filter of its day (nearest);
+    ``method`` names the filter here (bilinear by default).
 
     >>> resize = createResizeImageUDF((224, 224))                             # doctest: +SKIP
     >>> df.select(resize("image").alias("image"))                             # doctest: +SKIP
@@ -473,7 +474,10 @@ def createResizeImageUDF(size, method="bilinear"):
             return image
         if (image.height, image.width) == (height, width):
             return image
-        arr = resizeImage(imageStructToArray(image), (height, width), method)
-        return imageArrayToStruct(arr, origin=image.origin)
+        errors = RowErrors(1)  # a malformed struct is a row's failure: null, not a failed task
+        with errors.attempt(0, STRUCT):
+            arr = resizeImage(imageStructToArray(image), (height, width), method)
+            return imageArrayToStruct(arr, origin=image.origin)
+        return None
 
     return F.udf(resize, imageSchema)
