@@ -45,6 +45,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from sparkdl.utils.rows import RowError, RowErrors
+
 __all__ = [
     "ImageType",
     "imageSchema",
@@ -105,8 +107,9 @@ imageSchema = StructType(
 )
 
 
-class DecodeError(ValueError):
-    """An image file could not be decoded; the message says why."""
+class DecodeError(RowError):
+    """An image file could not be decoded; the message says why (the row's reason, see
+    ``sparkdl.utils.rows``). A ``ValueError``."""
 
 
 def imageTypeByMode(mode):
@@ -386,19 +389,21 @@ def PIL_decode(raw_bytes):
 
 
 def _customDecodeRow(decode_f, origin, content):
-    """``(image struct, error)`` for one file decoded by a user's ``decode_f``."""
+    """``(image struct, error)`` for one file decoded by a user's ``decode_f``; what it
+    raises, or returns that is not an image array, is the row's reason
+    (``sparkdl.utils.rows``: ``"decode_f failed: <Type>: <message>"``)."""
     if content is None:
         return None, None
-    try:
+    errors = RowErrors(1)
+    with errors.attempt(0, "decode_f"):
         arr = decode_f(bytes(content))
         if not isinstance(arr, np.ndarray):
-            raise TypeError(f"decode_f returned {type(arr).__name__}, expected a numpy array "
-                            "H x W x C in BGR(A) order")
+            raise RowError(f"decode_f returned {type(arr).__name__}, expected a numpy array "
+                           "H x W x C in BGR(A) order")
         if arr.ndim == 4 and arr.shape[0] == 1:  # a batch of one, as 1.x accepted
             arr = arr[0]
         return imageArrayToStruct(arr, origin=origin), None
-    except Exception as e:  # the user's function: any failure is this row's reason
-        return invalidImageStruct(origin), f"{type(e).__name__}: {e}"
+    return invalidImageStruct(origin), errors.reasons[0]
 
 
 def readImagesWithCustomFn(path, decode_f, numPartition=None):
