@@ -1,4 +1,5 @@
-"""Per-Python-worker cache of loaded models, keyed by the model's content hash.
+"""Per-Python-worker cache of loaded models, keyed by the model's content hash and the task's
+device (:meth:`sparkdl.engine.shipping.Handle.cacheKeyOn`).
 
 It lives in this importable module (not in a UDF closure, which Spark unpickles anew for every
 task), so with Spark's default ``spark.python.worker.reuse=true`` a worker loads a model once
