@@ -346,12 +346,13 @@ class Handle:
         return f"{self.key}:{self.runtime}:{self.precision}"
 
     def cacheKeyOn(self, device):
-        """The worker cache's key of this model placed on ``device``: :attr:`cacheKey`, plus
-        the device when it decides anything (TensorFlow, and ``"auto"``, which picks
-        TensorFlow on a GPU task); a CPU-only runtime is one copy for all devices."""
+        """The worker cache's key of this model placed on ``device``: ``(cacheKey, device)``
+        when the device decides anything (TensorFlow, and ``"auto"``, which picks TensorFlow
+        on a GPU task); :attr:`cacheKey` alone for a CPU-only runtime (one copy for all
+        devices) and outside a task."""
         if device is None or self.runtime in ("openvino", "litert"):
             return self.cacheKey
-        return f"{self.cacheKey}@{device}"
+        return (self.cacheKey, device)
 
     def _compile(self, threads=None, gpus=None):
         """A :class:`~sparkdl.engine.runtimes.Predictor` of the Keras model on this handle's
