@@ -22,6 +22,8 @@ models and calls ``predict``. Stages, SQL registrars and the estimator are compo
 - :mod:`.tensor_udf`: Keras models on numeric array columns.
 - :mod:`.savedmodel`: TensorFlow SavedModel signatures on numeric or image columns.
 
+What a bad row becomes is decided in :mod:`sparkdl.utils.rows`.
+
 Below the engine: :mod:`sparkdl.utils.worker` (chunking, heap freezing, task resources),
 :mod:`sparkdl.image` (decoding rule, image struct), :mod:`sparkdl.models`, :mod:`sparkdl.graph`
 and :mod:`sparkdl.param`, which never import it.

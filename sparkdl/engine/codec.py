@@ -18,7 +18,8 @@ Every UDF builder of the engine is a composition of these pieces:
   from numpy buffers) and :func:`imageColumn` (float32 image structs, stored in BGR order).
 
 A row that cannot be decoded or fed is left out of the batch and its output is null: the
-codec never fails a task for a row's data.
+codec never fails a task for a row's data. Its reason is worded by
+:mod:`sparkdl.utils.rows` (pass a ``RowErrors`` to collect them).
 """
 import math
 
@@ -48,15 +49,22 @@ LUMA = (0.299, 0.587, 0.114)
 
 # -- images in -------------------------------------------------------------------------------
 
-def structPixels(images):
+def structPixels(images, errors=None):
     """Arrow image structs -> one ``H x W x C`` array per row in the struct's order (BGR(A)
     or gray; uint8 or float32), viewing the Arrow buffer; None for a null or invalid image,
-    an unsupported mode, or data that does not match the struct's header."""
+    an unsupported mode, or data that does not match the struct's header.
+
+    :param errors: a :class:`sparkdl.utils.rows.RowErrors` of the chunk, given the reason of
+        each row that is not null but cannot be used (invalid image, unknown mode, malformed
+        struct).
+    """
     from sparkdl.image.imageIO import imageTypeByMode
+    from sparkdl.utils.rows import STRUCT, RowErrors, malformedStruct
 
     n = len(images)
     if n == 0:
         return []
+    errors = RowErrors(n) if errors is None else errors
     present = np.asarray(images.is_valid().to_numpy(zero_copy_only=False), bool)
     # flatten() applies the struct's slice offset to its children (field() may not).
     _, heights, widths, _, modes, data = images.flatten()
@@ -65,17 +73,21 @@ def structPixels(images):
     buffer = data.buffers()[2]
     out = [None] * n
     for i in range(n):
-        h, w = int(heights[i]), int(widths[i])
-        if not present[i] or h <= 0 or w <= 0:
+        if not present[i]:
             continue
-        try:
+        h, w = int(heights[i]), int(widths[i])
+        if h <= 0 or w <= 0:
+            errors.fail(i, f"invalid image (height {h}, width {w})")
+            continue
+        with errors.attempt(i, STRUCT):
             imageType = imageTypeByMode(int(modes[i]))
-        except ValueError:
+        if errors.failed(i):
             continue
         dtype, c = imageType.dtype, imageType.nChannels
         start, end = int(offsets[i]), int(offsets[i + 1])
         if end - start != h * w * c * dtype.itemsize:
-            continue  # malformed struct: data does not match its header
+            errors.fail(i, malformedStruct(end - start, h, w, c, dtype.itemsize))
+            continue
         out[i] = np.frombuffer(buffer, dtype, h * w * c, start).reshape(h, w, c)
     return out
 
@@ -114,25 +126,28 @@ def toChannelOrder(pixels, channelOrder, size=None, resizeMethod="bilinear", dty
     return gray[:, :, None]
 
 
-def fileImages(files):
+def fileImages(files, errors=None):
     """Image file bytes (binary) or URIs (string, read on the executor) -> one RGB Pillow image
     per row, decoded by :func:`sparkdl.image.imageIO.decodeToPIL`; None for a null, unreadable
-    or undecodable file."""
-    from sparkdl.image.imageIO import DecodeError, decodeToPIL
+    or undecodable file, whose reason goes to ``errors`` (a
+    :class:`sparkdl.utils.rows.RowErrors` of the chunk) when given."""
+    from sparkdl.image.imageIO import decodeToPIL
     from sparkdl.utils.fs import readBytes
+    from sparkdl.utils.rows import DECODE, READ, RowErrors
 
     fromUri = pa.types.is_string(files.type) or pa.types.is_large_string(files.type)
-    out = []
-    for item in files.to_pylist():
-        try:
-            raw = readBytes(item) if (fromUri and item is not None) else item
-            out.append(None if raw is None else decodeToPIL(raw).convert("RGB"))
-        except (DecodeError, OSError):
-            out.append(None)
+    items = files.to_pylist()
+    errors = RowErrors(len(items)) if errors is None else errors
+    out = [None] * len(items)
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        with errors.attempt(i, READ if fromUri else DECODE):
+            out[i] = decodeToPIL(readBytes(item) if fromUri else item).convert("RGB")
     return out
 
 
-def imagesToTensor(images, size, resizeMethod="bilinear"):
+def imagesToTensor(images, size, resizeMethod="bilinear", errors=None):
     """A batch of images -> ``(tensor, validRows)``.
 
     ``images`` is an Arrow array of Spark image structs, of image file bytes (binary), or of
@@ -140,17 +155,18 @@ def imagesToTensor(images, size, resizeMethod="bilinear"):
     decoding rule, so decoded pixels never travel through the JVM. ``tensor`` is float32
     ``len(validRows) x height x width x 3`` in RGB order with values as stored (0-255 for
     8-bit images), ``validRows`` the indices of the rows it holds; null, invalid and
-    undecodable images are left out (their outputs will be null).
+    undecodable images are left out (their outputs will be null), with their reasons in
+    ``errors`` (a :class:`sparkdl.utils.rows.RowErrors` of the chunk) when given.
     """
     from sparkdl.image.imageIO import resizeImage
 
     if pa.types.is_struct(images.type):
-        items = structPixels(images)
+        items = structPixels(images, errors)
 
         def rgb(pixels):
             return toChannelOrder(pixels, "RGB", size, resizeMethod, dtype=None)
     else:
-        items = fileImages(images)
+        items = fileImages(images, errors)
 
         def rgb(image):
             return resizeImage(image, size, resizeMethod)

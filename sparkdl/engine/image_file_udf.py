@@ -52,20 +52,23 @@ def formatShape(shape):
 
 
 def _modelInput(arr, inputShape, what):
-    """A user array -> float32 ``H x W x C`` the model takes; ``ValueError`` with the reason."""
+    """A user array -> float32 ``H x W x C`` the model takes;
+    :class:`sparkdl.utils.rows.RowError` (a ``ValueError``) with the reason."""
+    from sparkdl.utils.rows import RowError
+
     arr = np.asarray(arr)
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 3:
-        raise ValueError(f"{what} returned an array of shape {arr.shape}; expected "
+        raise RowError(f"{what} returned an array of shape {arr.shape}; expected "
                          "H x W x C or 1 x H x W x C")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
             or arr.dtype == bool):
-        raise ValueError(f"{what} returned an array of {arr.dtype}; expected uint8 or float32")
+        raise RowError(f"{what} returned an array of {arr.dtype}; expected uint8 or float32")
     if inputShape is not None and (
             len(inputShape) != 3
             or any(d is not None and d != s for d, s in zip(inputShape, arr.shape))):
-        raise ValueError(f"{what} returned shape {formatShape(arr.shape)}; the model takes "
+        raise RowError(f"{what} returned shape {formatShape(arr.shape)}; the model takes "
                          f"{formatShape(inputShape)}")
     return np.asarray(arr, np.float32)
 
@@ -84,18 +87,19 @@ def _predictByShape(model, inputs):
     return pieces
 
 
-def _loadRows(imageLoader, uris):
-    """Run the user's ``imageLoader`` on each URI: ``({row: array}, [reason or None])``; a null
-    URI is neither loaded nor an error."""
-    arrays, errors = {}, [None] * len(uris)
+def _loadInputs(imageLoader, uris, errors, inputShape=None, convert=None):
+    """Run the user's ``imageLoader`` on each URI and make the model's input of what it
+    returns (``_modelInput``, or ``convert``): ``{row: array}``; a row's failure goes to
+    ``errors`` (:class:`sparkdl.utils.rows.RowErrors`). A null URI is neither loaded nor an
+    error."""
+    convert = convert or (lambda arr: _modelInput(arr, inputShape, "imageLoader"))
+    inputs = {}
     for i, uri in enumerate(uris):
         if uri is None:
             continue
-        try:
-            arrays[i] = imageLoader(uri)
-        except Exception as e:  # the user's loader: the reason goes to the row's error
-            errors[i] = f"imageLoader failed: {type(e).__name__}: {e}"
-    return arrays, errors
+        with errors.attempt(i, "imageLoader"):
+            inputs[i] = convert(imageLoader(uri))
+    return inputs
 
 
 def _resultType(outputMode):
@@ -130,26 +134,22 @@ def imageFileModelUdf(handle, imageLoader, inputShape=None, outputMode="vector",
     @arrow_udf(_resultType(outputMode))
     def predictFiles(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sparkdl.engine.codec import imageColumn, listColumn
-        from sparkdl.engine.image_file_udf import _loadRows, _modelInput, _predictByShape
+        from sparkdl.engine.image_file_udf import _loadInputs, _predictByShape
+        from sparkdl.utils.rows import RowErrors
         from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         for chunk in iterChunks(batches, batchSize):
             n = len(chunk)
             uris = chunk.to_pylist()
-            loaded, errors = _loadRows(imageLoader, uris)
-            inputs = {}
-            for i, arr in loaded.items():
-                try:
-                    inputs[i] = _modelInput(arr, inputShape, "imageLoader")
-                except ValueError as e:
-                    errors[i] = str(e)
+            errors = RowErrors(n)
+            inputs = _loadInputs(imageLoader, uris, errors, inputShape)
             pieces = _predictByShape(model, inputs) if inputs else []
             if outputMode == "image":
                 output = imageColumn(pieces, n, uris, "RGB")
             else:
                 output = listColumn(pieces, n)
-            yield pa.StructArray.from_arrays([output, pa.array(errors, pa.string())],
+            yield pa.StructArray.from_arrays([output, errors.toArrow()],
                                              names=["output", "error"])
 
     return predictFiles
@@ -161,9 +161,10 @@ def imagePreprocessorModelUdf(handle, preprocessor, inputShape=None, batchSize=6
 
     :param preprocessor: ``RGB H x W x 3 array -> H' x W' x C (or 1 x H' x W' x C) array``
         run on the executors; it gets the image as stored (uint8 for 8-bit images, float32
-        for float ones) and replaces resizing. Null or invalid images give null and are not
-        passed to it. What it raises, or an array the model cannot take, fails the task with
-        the image's origin in the message: a SQL function has no column to report it in.
+        for float ones) and replaces resizing. Null, invalid or malformed images give null
+        and are not passed to it. What it raises, or an array the model cannot take, gives
+        null for that row, never a failed task (a row's failure, :mod:`sparkdl.utils.rows`;
+        a SQL function has no column for the reason).
     :param inputShape: the model's input shape without the batch dimension, or None.
     :param name: the SQL function's name, for messages.
     """
@@ -176,26 +177,19 @@ def imagePreprocessorModelUdf(handle, preprocessor, inputShape=None, batchSize=6
     def predictPreprocessed(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sparkdl.engine.codec import listColumn, structPixels, toChannelOrder
         from sparkdl.engine.image_file_udf import _modelInput, _predictByShape
+        from sparkdl.utils.rows import RowErrors
         from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         for chunk in iterChunks(batches, batchSize):
-            # flatten() applies the struct's slice offset to its children (field() may not).
-            origins = chunk.flatten()[0].to_pylist() if len(chunk) else []
+            errors = RowErrors(len(chunk))
             inputs = {}
-            for i, pixels in enumerate(structPixels(chunk)):
+            for i, pixels in enumerate(structPixels(chunk, errors)):
                 if pixels is None:
                     continue
-                rgb = toChannelOrder(pixels, "RGB", dtype=None)
-                try:
-                    out = preprocessor(rgb)
-                except Exception as e:
-                    raise RuntimeError(f"{what} failed on image {origins[i]!r}: "
-                                       f"{type(e).__name__}: {e}") from e
-                try:
+                with errors.attempt(i, what):
+                    out = preprocessor(toChannelOrder(pixels, "RGB", dtype=None))
                     inputs[i] = _modelInput(out, inputShape, what)
-                except ValueError as e:
-                    raise ValueError(f"{e} (image {origins[i]!r})") from None
             pieces = _predictByShape(model, inputs) if inputs else []
             yield listColumn(pieces, len(chunk))
 
@@ -228,20 +222,18 @@ def loaderArraysUdf(imageLoader, batchSize=64):
 
     @arrow_udf("struct<x:array<float>,error:string>")
     def loadArrays(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
-        from sparkdl.engine.image_file_udf import _loadRows
+        from sparkdl.engine.image_file_udf import _loadInputs
+        from sparkdl.utils.rows import RowErrors
         from sparkdl.utils.worker import freezeWorkerHeap, iterChunks
 
         freezeWorkerHeap()
         for uris in iterChunks(batches, batchSize):
-            loaded, errors = _loadRows(imageLoader, uris.to_pylist())
-            xs = [None] * len(uris)
-            for i, arr in loaded.items():
-                try:
-                    xs[i] = np.asarray(arr, np.float32).ravel()
-                except Exception as e:  # e.g. a ragged list: this row's reason
-                    errors[i] = f"imageLoader failed: {type(e).__name__}: {e}"
+            errors = RowErrors(len(uris))
+            # e.g. a ragged list fails the cast: this row's reason
+            loaded = _loadInputs(imageLoader, uris.to_pylist(), errors,
+                                 convert=lambda arr: np.asarray(arr, np.float32).ravel())
+            xs = [loaded.get(i) for i in range(len(uris))]
             yield pa.StructArray.from_arrays(
-                [pa.array(xs, pa.list_(pa.float32())), pa.array(errors, pa.string())],
-                names=["x", "error"])
+                [pa.array(xs, pa.list_(pa.float32())), errors.toArrow()], names=["x", "error"])
 
     return loadArrays

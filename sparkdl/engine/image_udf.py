@@ -6,7 +6,8 @@ structs' pixels in the Arrow buffers (or decodes the files), converts them to RG
 and stacks them into one float32 tensor; it is preprocessed and predicted on; the output goes
 back as an Arrow list array built from the prediction tensor
 (:func:`sparkdl.engine.codec.listColumn`). Null and invalid images give null outputs, never a
-failed task.
+failed task; with ``withErrors=True`` the UDF also gives each bad row's reason
+(:mod:`sparkdl.utils.rows`).
 """
 from typing import Iterator
 
@@ -17,7 +18,7 @@ __all__ = ["imageModelUdf", "resolve"]
 
 
 def imageModelUdf(handle, inputSize, preprocess=None, resizeMethod="bilinear", batchSize=64,
-                  returnType="array<float>", postprocess=None):
+                  returnType="array<float>", postprocess=None, withErrors=False):
     """Build the Arrow UDF ``image -> model output`` for one stage.
 
     :param handle: :class:`sparkdl.engine.shipping.Handle` of the Keras model.
@@ -28,27 +29,40 @@ def imageModelUdf(handle, inputSize, preprocess=None, resizeMethod="bilinear", b
     :param batchSize: rows per ``predict`` call; also bounds the task's memory.
     :param returnType: Spark type of the result; ``array<float>`` unless ``postprocess``.
     :param postprocess: ``f(predictions, validRows, n) -> pa.Array`` for other outputs.
+    :param withErrors: return ``struct<output: returnType, error: string>``, ``error`` the
+        reason of each row that is not null but gives a null output (e.g. "malformed image
+        struct: ...", "cannot read file: ...", "empty file").
     """
     from pyspark.sql.functions import arrow_udf
+
+    if withErrors:
+        returnType = f"struct<output:{returnType},error:string>"
 
     @arrow_udf(returnType)
     def predictImages(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         from sparkdl.engine.codec import imagesToTensor, listColumn
         from sparkdl.engine.image_udf import resolve
+        from sparkdl.utils.rows import RowErrors
         from sparkdl.utils.worker import iterChunks
 
         model = handle.load()
         prep = resolve(preprocess)
         for chunk in iterChunks(batches, batchSize):
-            tensor, validRows = imagesToTensor(chunk, inputSize, resizeMethod)
+            errors = RowErrors(len(chunk))
+            tensor, validRows = imagesToTensor(chunk, inputSize, resizeMethod, errors)
             out = np.zeros((0, 0), np.float32)
             if len(validRows):
                 out = model.predict(prep(tensor) if prep else tensor)
                 out = np.asarray(out, np.float32).reshape(len(validRows), -1)
             if postprocess is None:
-                yield listColumn([(validRows, out)] if len(validRows) else [], len(chunk))
+                output = listColumn([(validRows, out)] if len(validRows) else [], len(chunk))
             else:
-                yield postprocess(out, validRows, len(chunk))
+                output = postprocess(out, validRows, len(chunk))
+            if withErrors:
+                yield pa.StructArray.from_arrays([output, errors.toArrow()],
+                                                 names=["output", "error"])
+            else:
+                yield output
 
     return predictImages
 

@@ -39,11 +39,6 @@ FIT_PARAMS = ("epochs", "batch_size", "validation_split", "verbose", "shuffle",
 #: process (a CRC, not Python's per-process randomized ``hash``).
 DEFAULT_SEED = zlib.crc32(b"sparkdl.KerasImageFileEstimator")
 
-_SPARSE_LOSSES = {"sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"}
-_DENSE_ONLY_LOSSES = {"categorical_crossentropy", "CategoricalCrossentropy", "kl_divergence",
-                      "categorical_hinge", "CategoricalHinge"}
-
-
 def _toOptimizer(value):
     """A Keras optimizer name (e.g. "adam") or its config dict; checked with keras."""
     if isinstance(value, str):
@@ -106,9 +101,11 @@ class _EstimatorParams(HasInputCol, HasOutputCol, HasLabelCol, HasKerasModel, Ha
                            "arguments for model.fit: " + ", ".join(FIT_PARAMS),
                            typeConverter=_toFitParams)
     storeDir = Param(Params._dummy(), "storeDir",
-                     "directory (any URI Spark and pyarrow read) where fit materializes the "
-                     "training data once; must be readable by every executor. Default: a "
-                     "temporary directory under spark.local.dir, removed after fit",
+                     "directory where fit materializes the training data once: a local or "
+                     "HDFS path (written by Spark) or an object store URI such as "
+                     "s3://bucket/dir or s3a://bucket/dir (written through pyarrow); must be "
+                     "readable by every executor. Default: a temporary directory under "
+                     "spark.local.dir, removed after fit",
                      typeConverter=TypeConverters.toString)
 
     numWorkers = Param(Params._dummy(), "numWorkers",
@@ -208,6 +205,11 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
     skipped and counted (logged, and in the model's ``fitSummary``); no usable row is an
     error.
 
+    Before any training, ``fit`` checks the data against the model and fails with one line
+    naming the column: ``imageLoader``'s arrays for the first few labelled rows must have the
+    model's input shape; with a sparse loss every usable label must be a class index of the
+    model's output, and one-hot labels must be as wide as the output.
+
     ``fitMultiple`` trains all param maps in parallel, one Spark task each (so
     ``CrossValidator``/``TrainValidationSplit`` train their grids concurrently); param maps
     may change ``kerasOptimizer``, ``kerasLoss``, ``kerasFitParams``, ``outputCol`` and
@@ -290,16 +292,6 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
                 raise ValueError(f"param maps may only change {list(TUNABLE_PARAMS)}, got "
                                  f"{sorted(names - set(TUNABLE_PARAMS))}")
 
-    def _checkLossForLabels(self, loss, kind):
-        if kind == "index" and loss in _DENSE_ONLY_LOSSES:
-            raise ValueError(f"kerasLoss {loss!r} needs one-hot vector labels, but labelCol "
-                             f"{self.getLabelCol()!r} holds class indices: use "
-                             "'sparse_categorical_crossentropy'")
-        if kind == "onehot" and loss in _SPARSE_LOSSES:
-            raise ValueError(f"kerasLoss {loss!r} needs integer class labels, but labelCol "
-                             f"{self.getLabelCol()!r} holds vectors: use "
-                             "'categorical_crossentropy'")
-
     def _fit(self, dataset):
         return next(self.fitMultiple(dataset, [{}]))[1]
 
@@ -324,11 +316,20 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
 
     def _trainAll(self, dataset, estimators):
         spark = dataset.sparkSession
+        from sparkdl.engine.image_file_udf import modelShapes
+        from sparkdl.estimators.checks import checkLabels, checkLoaderShape
         from sparkdl.estimators.store import materialize
         from sparkdl.estimators.training import checkSlots, trainJobs
 
         numWorkers = self.getNumWorkers()
         checkSlots(spark, numWorkers)  # before the data is materialized
+        handle = self._kerasModelHandle(spark)
+        shapes = handle.inspect(modelShapes)
+        inputShape, outputShape = ((shapes[0][0], shapes[1][0]) if shapes and
+                                   len(shapes[0]) == 1 and len(shapes[1]) == 1 else (None, None))
+        # before the data is materialized: a sample of the loader's arrays
+        checkLoaderShape(dataset, self.getInputCol(), self.getLabelCol(), self.getImageLoader(),
+                         inputShape)
         storeDir, temporary = self._storeDir(spark)
         try:
             counts, kind = materialize(dataset, self.getInputCol(), self.getLabelCol(),
@@ -340,9 +341,8 @@ class KerasImageFileEstimator(Estimator, _EstimatorParams, SparkDLReadable, Spar
             if any(skipped.values()):
                 logger.warning("KerasImageFileEstimator skips %s of %s rows: %s",
                                sum(skipped.values()), counts["rows"], skipped)
-            for est in estimators:
-                est._checkLossForLabels(est.getKerasLoss(), kind)
-            handle = self._kerasModelHandle(spark)
+            for est in estimators:  # every usable row's label, before any training
+                checkLabels(counts, kind, est.getKerasLoss(), outputShape, self.getLabelCol())
             # trained models return to the driver together, all param maps at once
             from sparkdl.estimators.driver_memory import checkDriverMemory
 

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from sparkdl.image import imageIO
+from sparkdl.utils.rows import DECODE, READ, RowError, RowErrors
 
 __all__ = [
     "IMAGE_ARROW_TYPE",
@@ -28,7 +29,8 @@ IMAGE_ARROW_TYPE = pa.struct(
 
 
 class _Builder:
-    """Column-wise accumulator for image structs plus an error-reason column."""
+    """Column-wise accumulator for image structs plus the rows' reasons
+    (:class:`sparkdl.utils.rows.RowErrors`): a failed row is Spark's invalid-image row."""
 
     def __init__(self, n):
         self.origin = [None] * n
@@ -38,31 +40,32 @@ class _Builder:
         self.mode = np.full(n, imageIO.UNDEFINED_MODE, np.int32)
         self.data = [b""] * n
         self.valid = np.ones(n, bool)
-        self.error = [None] * n
+        self.errors = RowErrors(n)
 
     def set(self, i, origin, height, width, nChannels, mode, data):
         self.origin[i] = origin
         self.height[i], self.width[i], self.nChannels[i], self.mode[i] = height, width, nChannels, mode
         self.data[i] = data
 
-    def invalid(self, i, origin, reason):
-        self.origin[i] = origin
-        self.error[i] = reason
-
     def null(self, i):
         self.valid[i] = False
 
     def finish(self):
+        for i, reason in enumerate(self.errors.reasons):
+            if reason is not None:  # Spark's invalid-image row, its origin kept
+                self.height[i] = self.width[i] = self.nChannels[i] = -1
+                self.mode[i], self.data[i] = imageIO.UNDEFINED_MODE, b""
         images = structArray(self.origin, self.height, self.width, self.nChannels, self.mode,
                              self.data, nulls=~self.valid)
-        return images, pa.array(self.error, pa.string())
+        return images, self.errors.toArrow()
 
 
 def _arrayToStructFields(arr):
     """A user/loader RGB(A) array -> (height, width, nChannels, mode, BGR bytes)."""
     arr = imageIO.rgbToStructOrder(arr)
     if arr.dtype not in (np.uint8, np.float32):
-        raise ValueError(f"image loader returned {arr.dtype}; expected uint8 or float32")
+        raise RowError(f"imageLoader returned an array of {arr.dtype}; expected uint8 or "
+                       "float32")
     row = imageIO.imageArrayToStruct(arr)
     return row.height, row.width, row.nChannels, row.mode, bytes(row.data)
 
@@ -82,10 +85,9 @@ def decodeBatch(origins, contents):
         if raw is None:
             out.null(i)
             continue
-        try:
+        out.origin[i] = origins[i]
+        with out.errors.attempt(i, DECODE):
             out.set(i, origins[i], *imageIO.decodeImage(raw))
-        except imageIO.DecodeError as e:
-            out.invalid(i, origins[i], str(e))
     return out.finish()
 
 
@@ -94,9 +96,9 @@ def loadBatch(uris, loader=None, targetSize=None, resizeMethod="bilinear"):
 
     :param uris: Arrow string array of URIs or paths (null -> null image).
     :param loader: ``None`` to read each file (:func:`sparkdl.utils.fs.readBytes`) and decode
-        it like :func:`decodeBatch`, or a user function ``uri -> RGB(A) array``; an exception
-        it raises marks that row invalid with the exception as the reason, and does not fail
-        the task.
+        it like :func:`decodeBatch`, or a user function ``uri -> RGB(A) array``. A file that
+        cannot be read or decoded, or an exception the loader raises, marks that row invalid
+        with the reason worded by :mod:`sparkdl.utils.rows`, and does not fail the task.
     :return: ``(images, errors)`` as for :func:`decodeBatch`.
     """
     from sparkdl.utils.fs import readBytes
@@ -106,7 +108,8 @@ def loadBatch(uris, loader=None, targetSize=None, resizeMethod="bilinear"):
         if uri is None:
             out.null(i)
             continue
-        try:
+        out.origin[i] = uri
+        with out.errors.attempt(i, READ if loader is None else "imageLoader"):
             if loader is None:
                 img = imageIO.decodeToPIL(readBytes(uri))
                 if targetSize is not None:
@@ -119,11 +122,6 @@ def loadBatch(uris, loader=None, targetSize=None, resizeMethod="bilinear"):
                 if targetSize is not None:
                     arr = imageIO.resizeImage(arr, targetSize, resizeMethod)
                 out.set(i, uri, *_arrayToStructFields(arr))
-        except (imageIO.DecodeError, OSError) as e:
-            reason = str(e) if isinstance(e, imageIO.DecodeError) else f"cannot read file: {e}"
-            out.invalid(i, uri, reason)
-        except Exception as e:  # the user's loader: any failure becomes this row's reason.
-            out.invalid(i, uri, f"imageLoader failed: {type(e).__name__}: {e}")
     return out.finish()
 
 

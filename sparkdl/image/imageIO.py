@@ -45,6 +45,8 @@ from pyspark.sql.types import (
     StructType,
 )
 
+from sparkdl.utils.rows import STRUCT, RowError, RowErrors
+
 __all__ = [
     "ImageType",
     "imageSchema",
@@ -105,8 +107,9 @@ imageSchema = StructType(
 )
 
 
-class DecodeError(ValueError):
-    """An image file could not be decoded; the message says why."""
+class DecodeError(RowError):
+    """An image file could not be decoded; the message says why (the row's reason, see
+    ``sparkdl.utils.rows``). A ``ValueError``."""
 
 
 def imageTypeByMode(mode):
@@ -386,19 +389,21 @@ def PIL_decode(raw_bytes):
 
 
 def _customDecodeRow(decode_f, origin, content):
-    """``(image struct, error)`` for one file decoded by a user's ``decode_f``."""
+    """``(image struct, error)`` for one file decoded by a user's ``decode_f``; what it
+    raises, or returns that is not an image array, is the row's reason
+    (``sparkdl.utils.rows``: ``"decode_f failed: <Type>: <message>"``)."""
     if content is None:
         return None, None
-    try:
+    errors = RowErrors(1)
+    with errors.attempt(0, "decode_f"):
         arr = decode_f(bytes(content))
         if not isinstance(arr, np.ndarray):
-            raise TypeError(f"decode_f returned {type(arr).__name__}, expected a numpy array "
-                            "H x W x C in BGR(A) order")
+            raise RowError(f"decode_f returned {type(arr).__name__}, expected a numpy array "
+                           "H x W x C in BGR(A) order")
         if arr.ndim == 4 and arr.shape[0] == 1:  # a batch of one, as 1.x accepted
             arr = arr[0]
         return imageArrayToStruct(arr, origin=origin), None
-    except Exception as e:  # the user's function: any failure is this row's reason
-        return invalidImageStruct(origin), f"{type(e).__name__}: {e}"
+    return invalidImageStruct(origin), errors.reasons[0]
 
 
 def readImagesWithCustomFn(path, decode_f, numPartition=None):
@@ -445,8 +450,9 @@ def createResizeImageUDF(size, method="bilinear"):
     takes ``targetSize``): a UDF resizing an image struct column to ``size``.
 
     Channels keep the struct's order; 8-bit and float images keep their type; null and
-    invalid images are returned as they are. 1.x resized with Pillow's default filter of its
-    day (nearest); ``method`` names the filter here (bilinear by default).
+    invalid images are returned as they are, a malformed one (data that does not match its
+    header) gives null. 1.x resized with Pillow's default filter of its day (nearest);
+    ``method`` names the filter here (bilinear by default).
 
     >>> resize = createResizeImageUDF((224, 224))                             # doctest: +SKIP
     >>> df.select(resize("image").alias("image"))                             # doctest: +SKIP
@@ -468,7 +474,10 @@ def createResizeImageUDF(size, method="bilinear"):
             return image
         if (image.height, image.width) == (height, width):
             return image
-        arr = resizeImage(imageStructToArray(image), (height, width), method)
-        return imageArrayToStruct(arr, origin=image.origin)
+        errors = RowErrors(1)  # a malformed struct is a row's failure: null, not a failed task
+        with errors.attempt(0, STRUCT):
+            arr = resizeImage(imageStructToArray(image), (height, width), method)
+            return imageArrayToStruct(arr, origin=image.origin)
+        return None
 
     return F.udf(resize, imageSchema)

@@ -9,7 +9,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType
 
-from sparkdl.param.shared import HasBatchSize, HasRuntime, SparkDLTypeConverters
+from sparkdl.param.shared import HasBatchSize, HasErrorCol, HasRuntime, SparkDLTypeConverters
 from sparkdl.transformers.stage import checkColumn, withVectorColumn
 
 __all__ = ["DeepImageFeaturizer", "DeepImagePredictor", "SCALE_HINTS"]
@@ -45,7 +45,7 @@ def _toPooling(value):
     return value
 
 
-class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize, HasRuntime):
+class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize, HasRuntime, HasErrorCol):
     modelName = Param(Params._dummy(), "modelName",
                       "name of a model in sparkdl's registry (as in keras.applications)",
                       typeConverter=_toModelName)
@@ -95,6 +95,30 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize, HasRuntime):
             raise TypeError(f"inputCol {col!r} must be an image struct {imageSchema.simpleString()}"
                             " (see sparkdl.readImages), image file bytes (binary) or image URIs "
                             f"(string), got {dataType.simpleString()}")
+        if self._errorColOrNone() is not None:
+            self._checkErrorCol(dataset, self.getOutputCol())
+
+    def _errorColOrNone(self):
+        """``errorCol`` when set (not None), else None: no error column, as in 1.x."""
+        return self.getErrorCol() if self.isDefined(self.errorCol) else None
+
+    def _withOutput(self, dataset, udf, vector=True):
+        """``dataset`` with the UDF's output in ``outputCol`` (as a vector when ``vector``) and,
+        with ``errorCol`` set, the reasons in ``errorCol`` (appended to an existing one)."""
+        outputCol, column = self.getOutputCol(), udf(F.col(self.getInputCol()))
+        if self._errorColOrNone() is None:
+            if vector:
+                return withVectorColumn(dataset, outputCol, column)
+            return dataset.withColumn(outputCol, column)
+        # The struct is materialized once (the UDF runs once); its fields are read from it.
+        tmp = f"__{self.uid}_result"
+        result = dataset.withColumn(tmp, column)
+        output = F.col(f"{tmp}.output")
+        if vector:
+            result = withVectorColumn(result, outputCol, output)
+        else:
+            result = result.withColumn(outputCol, output)
+        return self._withErrorCol(result, F.col(f"{tmp}.error")).drop(tmp)
 
     def _modelUdf(self, spark, includeTop, pooling, returnType="array<float>", postprocess=None):
         from sparkdl.engine.image_udf import imageModelUdf
@@ -107,7 +131,8 @@ class _NamedImageParams(HasInputCol, HasOutputCol, HasBatchSize, HasRuntime):
         return imageModelUdf(handle, entry.inputSize, entry.preprocess,
                              resizeMethod=SCALE_HINTS[self.getScaleHint()],
                              batchSize=self.getBatchSize(), returnType=returnType,
-                             postprocess=postprocess)
+                             postprocess=postprocess,
+                             withErrors=self._errorColOrNone() is not None)
 
 
 class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
@@ -125,8 +150,16 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
     ``preprocess_input`` does. ``pooling="avg"`` (default) or
     ``"max"`` gives the pooled last feature map (e.g. 2048 values for InceptionV3, 1280 for
     EfficientNetLite0); ``pooling=None`` gives the flattened map, as the original library did
-    (InceptionV3: 8 x 8 x 2048 = 131,072 values; see ``sparkdl.models.registry``). Null or
-    invalid images give a null vector.
+    (InceptionV3: 8 x 8 x 2048 = 131,072 values; see ``sparkdl.models.registry``).
+
+    A bad row never fails the job: a null, invalid or malformed image struct, and a file
+    that cannot be read (missing, unknown URI scheme) or decoded (empty, not an image), give
+    a null vector. ``errorCol`` (unset by default: no extra column, as in 1.x) names a column
+    for the reason of each such row (null for good and null rows), worded by
+    ``sparkdl.utils.rows`` (e.g. ``"cannot read file: no filesystem for scheme s3a: ..."``,
+    ``"empty file"``, ``"malformed image struct: data has 10 bytes, ..."``); an existing
+    string column of that name (e.g. ``readImages``' ``error``) is appended to. Set it when
+    the input is URIs or bytes, whose reasons no earlier stage gives.
 
     >>> from sparkdl import readImages, DeepImageFeaturizer
     >>> from pyspark.ml import Pipeline
@@ -146,7 +179,7 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
     def __init__(self, inputCol=None, outputCol=None, modelName=None,
                  scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
                  weights="imagenet",
-                 runtime="tensorflow", precision="fp32"):
+                 runtime="tensorflow", precision="fp32", errorCol=None):
         super().__init__()
         self._setDefault(scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
                          weights="imagenet")
@@ -156,7 +189,7 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
     def setParams(self, inputCol=None, outputCol=None, modelName=None,
                   scaleHint="SCALE_AREA_AVERAGING", pooling="avg", batchSize=64,
                   weights="imagenet",
-                  runtime="tensorflow", precision="fp32"):
+                  runtime="tensorflow", precision="fp32", errorCol=None):
         """Sets params for this DeepImageFeaturizer."""
         return self._set(**self._input_kwargs)
 
@@ -177,7 +210,7 @@ class DeepImageFeaturizer(Transformer, _NamedImageParams, DefaultParamsReadable,
     def _transform(self, dataset):
         self._validateInput(dataset)
         udf = self._modelUdf(dataset.sparkSession, includeTop=False, pooling=self.getPooling())
-        return withVectorColumn(dataset, self.getOutputCol(), udf(F.col(self.getInputCol())))
+        return self._withOutput(dataset, udf)
 
 
 _DECODED_TYPE = "array<struct<class:string,description:string,probability:float>>"
@@ -211,7 +244,8 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
     ``array<struct<class: string, description: string, probability: float>>`` (WordNet id,
     readable name; the class index ships with sparkdl and works offline). Inputs (image
     structs, file bytes or URIs), resizing and preprocessing are those of
-    :class:`DeepImageFeaturizer`. Null or invalid images give null.
+    :class:`DeepImageFeaturizer`. Bad rows give null, never a failed job; ``errorCol`` (unset
+    by default) names a column for their reasons, as for :class:`DeepImageFeaturizer`.
 
     >>> from sparkdl import readImages, DeepImagePredictor
     >>> from sparkdl.resources import samplesDir
@@ -235,7 +269,7 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
     @keyword_only
     def __init__(self, inputCol=None, outputCol=None, modelName=None, decodePredictions=False,
                  topK=5, scaleHint="SCALE_AREA_AVERAGING", batchSize=64, weights="imagenet",
-                 runtime="tensorflow", precision="fp32"):
+                 runtime="tensorflow", precision="fp32", errorCol=None):
         super().__init__()
         self._setDefault(decodePredictions=False, topK=5, scaleHint="SCALE_AREA_AVERAGING",
                          batchSize=64, weights="imagenet")
@@ -244,7 +278,7 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
     @keyword_only
     def setParams(self, inputCol=None, outputCol=None, modelName=None, decodePredictions=False,
                   topK=5, scaleHint="SCALE_AREA_AVERAGING", batchSize=64, weights="imagenet",
-                  runtime="tensorflow", precision="fp32"):
+                  runtime="tensorflow", precision="fp32", errorCol=None):
         """Sets params for this DeepImagePredictor."""
         return self._set(**self._input_kwargs)
 
@@ -256,11 +290,10 @@ class DeepImagePredictor(Transformer, _NamedImageParams, DefaultParamsReadable,
 
     def _transform(self, dataset):
         self._validateInput(dataset)
-        col = F.col(self.getInputCol())
         if self.getDecodePredictions():
             udf = self._modelUdf(dataset.sparkSession, includeTop=True, pooling=None,
                                  returnType=_DECODED_TYPE,
                                  postprocess=_decodePredictions(self.getTopK()))
-            return dataset.withColumn(self.getOutputCol(), udf(col))
+            return self._withOutput(dataset, udf, vector=False)
         udf = self._modelUdf(dataset.sparkSession, includeTop=True, pooling=None)
-        return withVectorColumn(dataset, self.getOutputCol(), udf(col))
+        return self._withOutput(dataset, udf)

@@ -2,7 +2,7 @@
 import os
 from urllib.parse import unquote, urlparse
 
-__all__ = ["readBytes", "emptyFiles"]
+__all__ = ["readBytes", "emptyFiles", "filesystemFor", "sparkWrites"]
 
 _FILESYSTEMS = {}  # (scheme, netloc) -> pyarrow FileSystem, reused across the rows of a worker
 
@@ -35,6 +35,31 @@ def _remote(parsed, uri):
             raise OSError(f"no filesystem for scheme {parsed.scheme}: {uri} "
                           f"({type(e).__name__}: {e})") from None
     return _FILESYSTEMS[key], _pathInFilesystem(parsed)
+
+
+def filesystemFor(uri):
+    """``(pyarrow FileSystem, path in it)`` of a file or directory URI, for reading and
+    writing through pyarrow: ``(None, uri)`` for a local path or ``file:`` URI (pyarrow's
+    default), else the cached file system of its scheme (Hadoop's ``s3a://`` is S3), which
+    takes its settings from the usual variables (``AWS_ENDPOINT_URL``, credentials).
+
+    :raises OSError: no file system for the URI's scheme is installed or configured.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return None, uri
+    return _remote(parsed, uri)
+
+
+#: Schemes whose directories Spark's own writers handle without extra jars.
+SPARK_SCHEMES = ("", "file", "hdfs", "viewfs")
+
+
+def sparkWrites(uri):
+    """Whether Spark's bundled writers reach ``uri`` (local and HDFS paths); object stores
+    (``s3://``, ``s3a://``, ``gs://``...) need connector jars the bundled Spark lacks, so
+    sparkdl writes them through pyarrow (:func:`filesystemFor`)."""
+    return urlparse(uri).scheme in SPARK_SCHEMES
 
 
 def readBytes(uri):
