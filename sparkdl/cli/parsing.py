@@ -39,24 +39,22 @@ def one_line(text, limit=None):
     return text
 
 
-def _positive_int(value):
+def _number(value, cast, ok, wanted):
     try:
-        number = int(value)
+        number = cast(value)
     except ValueError:
-        number = 0
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+        number = None
+    if number is None or not ok(number):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {value!r}")
     return number
+
+
+def _positive_int(value):
+    return _number(value, int, lambda n: n > 0, "a positive integer")
 
 
 def _seconds(value):
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {value!r}")
-    return number
+    return _number(value, float, lambda n: n >= 0, "a number of seconds >= 0")
 
 
 def build_parser(commands):

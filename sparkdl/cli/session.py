@@ -41,10 +41,7 @@ class Session:
             return self
         from sparkdl.utils.session import local_session
 
-        self.owned = True
-        if not self.verbose:
-            self.log = tempfile.NamedTemporaryFile(prefix="sparkdl-", suffix=".log",
-                                                   delete=False)
+        self._own()
         try:
             self.spark = local_session(self.master or "local[*]", app_name="sparkdl",
                                        jvm_output=self.log)
@@ -58,6 +55,14 @@ class Session:
             self.spark.sparkContext.setLogLevel("ERROR")
         return self
 
+    def _own(self):
+        """This session is ours to stop; without --verbose, Spark's and TensorFlow's output go
+        to a log file."""
+        self.owned = True
+        if not self.verbose:
+            self.log = tempfile.NamedTemporaryFile(prefix="sparkdl-", suffix=".log",
+                                                   delete=False)
+
     def _connect(self):
         """A Spark Connect session on ``remote`` (nothing runs in a JVM here; the log file only
         takes TensorFlow's native output while the model is built)."""
@@ -70,10 +75,7 @@ class Session:
             raise CliError(f"--remote must be a Spark Connect URL sc://host:port, got "
                            f"{_shown(self.remote)!r}", EXIT_USAGE)
         _reachable(self.remote)
-        self.owned = True
-        if not self.verbose:
-            self.log = tempfile.NamedTemporaryFile(prefix="sparkdl-", suffix=".log",
-                                                   delete=False)
+        self._own()
         try:
             self.spark = SparkSession.builder.remote(self.remote).getOrCreate()
             self.spark.version  # connects now, so an unreachable server fails here

@@ -9,9 +9,9 @@ Every UDF builder of the engine is a composition of these pieces:
   :func:`sparkdl.image.imageIO.rgbToStructOrder`). :func:`fileImages` decodes image file
   bytes or URIs by sparkdl's decoding rule; :func:`imagesToTensor` stacks any of these into
   one RGB batch; :class:`ImageFeed` feeds them at their own sizes.
-- **Numbers in.** :func:`columnToTensor` (fixed-shape inputs: zero-copy for regular chunks)
-  and :class:`ArrayFeed` (shapes read from the rows) turn list columns, flat or nested, into
-  tensors without per-row Python objects.
+- **Numbers in.** :class:`ArrayFeed` reads list columns, flat or nested, into rows of the
+  shapes they hold (or a wanted one); :func:`columnToTensor` is its fixed-shape front with a
+  zero-copy path for regular chunks. No per-row Python objects.
 - **Rows grouped by shape.** :func:`groupByShape`: one model call per distinct row shape, so
   a row's output never depends on which rows share its batch.
 - **Outputs out.** :func:`listColumn` (``array<...>`` from ``[(rows, array)]`` pieces, built
@@ -224,6 +224,15 @@ def _primitiveValues(arr):
     return np.frombuffer(buf, dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
 
 
+def _offsets(level):
+    """Offsets of a list array's rows into its (unsliced) ``values``, for variable and
+    fixed-size lists alike."""
+    if pa.types.is_fixed_size_list(level.type):
+        size = level.type.list_size
+        return (np.arange(len(level) + 1, dtype=np.int64) + level.offset) * size
+    return np.asarray(level.offsets, np.int64)
+
+
 class ArrayFeed:
     """One numeric column of a chunk, as rows of a shape read from the rows, for
     :func:`groupByShape`.
@@ -247,7 +256,7 @@ class ArrayFeed:
         for d in range(depth):
             if d > 0:
                 valid &= ~_anyInRange(_nullMask(level), lo, hi)
-            offsets = np.asarray(level.offsets, np.int64)
+            offsets = _offsets(level)
             lengths = np.diff(offsets)
             # Rectangular rows: every list of a row at this level has the same length.
             changes = np.concatenate([[0], np.cumsum(lengths[1:] != lengths[:-1])])
@@ -279,7 +288,9 @@ class ArrayFeed:
 
     def stack(self, rows):
         """The rows (all of one shape) as one ``len(rows) x shape`` array."""
-        shape = tuple(int(s) for s in self.shapes[rows[0]]) if len(rows) else ()
+        if not len(rows):
+            return self.values[:0].reshape((0,) + tuple(d or 0 for d in self.rowShape or ()))
+        shape = tuple(int(s) for s in self.shapes[rows[0]])
         size = int(np.prod(shape)) if shape else 1
         lo = self.lo[rows]
         if len(rows) and lo[-1] - lo[0] == size * (len(rows) - 1) and np.all(np.diff(lo) == size):
@@ -322,32 +333,6 @@ def _checkArrowType(arrowType, shape, name):
     return depth
 
 
-def _level(array):
-    """One list level of the chunk: ``(child, starts, lengths)``, where ``child`` is the slice
-    of the values that this level's lists cover and ``starts`` index into it."""
-    n = len(array)
-    if pa.types.is_fixed_size_list(array.type):
-        size = array.type.list_size
-        child = array.values.slice(array.offset * size, n * size)
-        starts = np.arange(n, dtype=np.int64) * size
-        lengths = np.full(n, size, np.int64)
-    else:
-        offsets = array.offsets.to_numpy()  # slice-aware, unlike .values
-        child = array.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-        starts = offsets[:-1] - offsets[0]
-        lengths = np.diff(offsets)
-    return child, starts, lengths
-
-
-def _validMask(array):
-    nulls = _nullMask(array)
-    return None if nulls is None else ~nulls
-
-
-def _allPerRow(ok):
-    return ok.all(axis=tuple(range(1, ok.ndim))) if ok.ndim > 1 else ok
-
-
 def columnToTensor(array, shape, dtype="float32", name="column"):
     """An Arrow list array (one chunk of a column) -> ``(tensor, rows)`` for an input of a
     fixed ``shape``.
@@ -360,8 +345,8 @@ def columnToTensor(array, shape, dtype="float32", name="column"):
     - Fast path (no null and every list of the expected length at every level, the usual
       case): the leaf values buffer is viewed zero-copy through the list offsets and
       reshaped; the only copy is the cast to ``dtype``, when the column's differs.
-    - General path: rows are checked level by level with vectorized index arithmetic on the
-      offsets, and the valid rows' values are gathered in one numpy ``take``.
+    - Otherwise the rows are checked and gathered by :class:`ArrayFeed`, the one reader of
+      numeric columns.
 
     :raises TypeError: ``array`` is not a list array of numbers of depth 1 or ``len(shape)``.
     """
@@ -372,42 +357,22 @@ def columnToTensor(array, shape, dtype="float32", name="column"):
     dtype = np.dtype(dtype)
 
     # Fast path: a regular chunk is one contiguous run of leaf values.
-    level, regular = array, True
-    for d in dims:
-        if level.null_count:
-            regular = False
-            break
-        child, _, lengths = _level(level)
-        if not (lengths == d).all():
-            regular = False
-            break
-        level = child
-    if regular and level.null_count == 0:
-        values = level.to_numpy(zero_copy_only=False)
-        return values.reshape((n,) + shape).astype(dtype, copy=False), np.arange(n)
-
-    # General path: positions of each candidate row's elements, one level at a time.
-    rows = np.arange(n)
-    positions = np.arange(n)  # shape (rows, d0, ..., dk-1): indices into the level's array
     level = array
     for d in dims:
-        valid = _validMask(level)
-        child, starts, lengths = _level(level)
-        ok = lengths[positions] == d
-        if valid is not None:
-            ok &= valid[positions]
-        keep = _allPerRow(ok)
-        rows, positions = rows[keep], positions[keep]
-        positions = starts[positions][..., None] + np.arange(d)
-        level = child
-    valid = _validMask(level)
-    if valid is not None:
-        keep = _allPerRow(valid[positions])
-        rows, positions = rows[keep], positions[keep]
-        level = level.fill_null(0)
-    values = level.to_numpy(zero_copy_only=False)
-    tensor = values[positions].reshape((len(rows),) + shape).astype(dtype, copy=False)
-    return tensor, rows
+        if level.null_count:
+            break
+        offsets = _offsets(level)
+        if not (np.diff(offsets) == d).all():
+            break
+        level = level.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    else:
+        if level.null_count == 0:
+            values = level.to_numpy(zero_copy_only=False)
+            return values.reshape((n,) + shape).astype(dtype, copy=False), np.arange(n)
+
+    feed = ArrayFeed(array, depth, shape)
+    rows = np.flatnonzero(feed.valid)
+    return feed.stack(rows).astype(dtype, copy=False), rows
 
 
 # -- rows grouped by shape -------------------------------------------------------------------
@@ -427,6 +392,15 @@ def groupByShape(rows, shapes):
 
 # -- outputs out -----------------------------------------------------------------------------
 
+def _int32Offsets(lengths, tooLarge):
+    """Row lengths -> ``n + 1`` offsets (int64 values that fit Arrow's int32 offsets)."""
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] > np.iinfo(np.int32).max:
+        raise ValueError(f"{tooLarge}; lower batchSize")
+    return offsets
+
+
 def listColumn(pieces, n, arrowType=pa.float32(), npType=np.float32):
     """Arrow ``list<arrowType>`` of ``n`` rows from ``[(rows, array)]``: each row's output
     (its entry of the array's first dimension) flattened; rows in no piece are null. Built
@@ -436,10 +410,7 @@ def listColumn(pieces, n, arrowType=pa.float32(), npType=np.float32):
     for rows, value in pieces:
         lengths[rows] = int(np.prod(value.shape[1:])) if value.ndim > 1 else 1
         mask[rows] = False
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] > np.iinfo(np.int32).max:
-        raise ValueError("a chunk's outputs exceed 2**31 values; lower batchSize")
+    offsets = _int32Offsets(lengths, "a chunk's outputs exceed 2**31 values")
     if len(pieces) == 1:
         values = np.ascontiguousarray(pieces[0][1], npType).reshape(-1)
     else:
@@ -485,10 +456,7 @@ def imageColumn(pieces, n, origins, channelOrder="RGB"):
         lengths[rows] = h * w * c * 4
         mask[rows] = False
         arrays.append((rows, value))
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] > np.iinfo(np.int32).max:
-        raise ValueError("a chunk's output images exceed 2 GiB; lower batchSize")
+    offsets = _int32Offsets(lengths, "a chunk's output images exceed 2 GiB")
     data = np.empty(int(offsets[-1]), np.uint8)
     for rows, value in arrays:
         flat = np.ascontiguousarray(value, "<f4").reshape(len(rows), -1).view(np.uint8)

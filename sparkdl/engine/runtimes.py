@@ -66,20 +66,21 @@ class RuntimeUnavailableError(RuntimeError):
     cannot convert. The message is one line naming the runtime, the model and the layer."""
 
 
-def checkRuntime(value):
-    """``value`` if it is one of :data:`RUNTIMES`, else a ``ValueError`` naming the choices."""
-    if value not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(map(repr, RUNTIMES))}; "
+def _oneOf(what, value, choices):
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}; "
                          f"got {value!r}")
     return value
+
+
+def checkRuntime(value):
+    """``value`` if it is one of :data:`RUNTIMES`, else a ``ValueError`` naming the choices."""
+    return _oneOf("runtime", value, RUNTIMES)
 
 
 def checkPrecision(value):
     """``value`` if it is one of :data:`PRECISIONS`, else a ``ValueError``."""
-    if value not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}; "
-                         f"got {value!r}")
-    return value
+    return _oneOf("precision", value, PRECISIONS)
 
 
 def installed(runtime):

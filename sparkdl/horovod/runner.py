@@ -161,21 +161,16 @@ def _pickle_main(main, kwargs):
 
     if not callable(main):
         raise TypeError(f"main must be callable, got {main!r}")
-    for name, value in kwargs.items():
+    for what, value in [(f"keyword argument {name!r}", v) for name, v in kwargs.items()] + [
+            ("main", main)]:
         try:
             cloudpickle.dumps(value)
         except Exception as e:
+            culprit = _unpicklable_reference(main, cloudpickle.dumps) if value is main else ""
             raise pickle.PicklingError(
-                f"HorovodRunner cannot pickle keyword argument {name!r} ({_describe(value)}) "
-                f"to send it to the ranks: {e}"
+                f"HorovodRunner cannot pickle {what} ({_describe(value)}) to send it to the "
+                f"ranks{culprit}: {e}"
             ) from e
-    try:
-        cloudpickle.dumps(main)
-    except Exception as e:
-        raise pickle.PicklingError(
-            f"HorovodRunner cannot pickle main ({_describe(main)}) to send it to the ranks"
-            f"{_unpicklable_reference(main, cloudpickle.dumps)}: {e}"
-        ) from e
     return cloudpickle.dumps((main, kwargs))
 
 

@@ -129,6 +129,34 @@ def test_keras_transformer_and_sql(spark, connect_spark, tmp_path):
     assert_close(remote[1], classic[1])
 
 
+def test_runtime_travels_with_the_model_on_connect(spark, connect_spark, tmp_path):
+    """``runtime=`` on Connect: the KerasTransformer and the SQL function run on OpenVINO in
+    bf16 (the one setting whose outputs differ visibly from Keras's fp32, so a runtime dropped
+    on the way to the server's workers would show) and give the classic session's outputs."""
+    path = km.save(km.dense_model((8,)), tmp_path, "dense_bf16")
+    x = km.tensors((8,), count=7)
+
+    def run(session):
+        df = session.createDataFrame(list(enumerate(km.as_column(x, "flat"))),
+                                     "id int, x array<float>")
+        stage = KerasTransformer(inputCol="x", outputCol="y", modelFile=path, batchSize=4,
+                                 runtime="openvino", precision="bf16")
+        staged = [r[1] for r in sorted_rows(stage.transform(df), "id", ["id", "y"])]
+        registerKerasUDF("connect_mlp_bf16", path, runtime="openvino", precision="bf16")
+        df.createOrReplaceTempView("connect_rows_bf16")
+        sql = [r[1] for r in sorted_rows(session.sql("SELECT id, connect_mlp_bf16(x) AS y FROM "
+                                                     "connect_rows_bf16"), "id", ["id", "y"])]
+        return staged, sql
+
+    classic, remote = both(spark, connect_spark, run)
+    keras = np.asarray(km.predict(km.dense_model((8,)), x), np.float64)
+    for outputs in classic + remote:
+        gap = np.abs(np.asarray(outputs, np.float64) - keras).max()
+        assert 1e-4 < gap < 0.1, gap  # bf16 ran (not TensorFlow's fp32), and it is the model
+    assert_close(remote[0], classic[0])
+    assert_close(remote[1], classic[1])
+
+
 def test_tf_transformers(spark, connect_spark):
     import tensorflow as tf
 
