@@ -182,3 +182,17 @@ def test_every_task_runs_on_its_own_gpu(gpu_spark, tmp_path):
     # first task's, and one that had run on a GPU ran the no-GPU task.
     assert any(r.addresses for r in switched), seen
     assert seen[3] in switched and first[seen[3].pid] != "", seen
+
+    # The stages' UDF path on the same GPU-scheduled cluster (4 tasks, 2 GPUs, reused
+    # workers) gives Keras's outputs.
+    from sparkdl import KerasTransformer
+
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    rows = [(i, [float(v) for v in X[i % len(X)]]) for i in range(8)]
+    df = gpu_spark.createDataFrame(rows, "id int, x array<float>").repartition(4)
+    got = sorted(KerasTransformer(inputCol="x", outputCol="y", modelFile=path)
+                 .transform(df).collect(), key=lambda r: r.id)
+    np.testing.assert_allclose(np.array([r.y for r in got]),
+                               np.stack([expected.reshape(len(X), -1)[i % len(X)]
+                                         for i in range(8)]), rtol=1e-5, atol=1e-6)
