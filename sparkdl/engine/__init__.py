@@ -6,8 +6,10 @@ models and calls ``predict``. Stages, SQL registrars and the estimator are compo
   (shipped once, one LRU on the driver) -> the worker's cached
   :class:`~.shipping.LoadedModel`, whose ``predict(batch)`` is where every model runs. Takes
   the caller's SparkSession.
-- :mod:`.model_cache`: each Python worker's LRU of loaded models, keyed by content hash.
-- :mod:`.runtime`: TensorFlow threads sized to the task's cores, the task's GPU only.
+- :mod:`.model_cache`: each Python worker's LRU of loaded models, keyed by content hash and
+  device.
+- :mod:`.runtime`: TensorFlow threads sized to the task's cores; each task's device (its own
+  GPU, or the CPU), chosen per task.
 - :mod:`.runtimes`: a loaded Keras model run by TensorFlow, OpenVINO or LiteRT behind one
   ``predict(batch)`` (``runtime`` / ``precision`` params).
 - :mod:`.codec`: Arrow <-> numpy, once: image structs (one mode table, one channel-order

@@ -1,4 +1,5 @@
-"""Per-Python-worker cache of loaded models, keyed by the model's content hash.
+"""Per-Python-worker cache of loaded models, keyed by the model's content hash and the task's
+device (:meth:`sparkdl.engine.shipping.Handle.cacheKeyOn`).
 
 It lives in this importable module (not in a UDF closure, which Spark unpickles anew for every
 task), so with Spark's default ``spark.python.worker.reuse=true`` a worker loads a model once
@@ -31,14 +32,16 @@ _lock = threading.Lock()
 
 
 def get(key, load):
-    """Return the model cached under ``key``, calling ``load()`` only on a miss."""
+    """Return the model cached under ``key`` (a model key, or ``(model key, device)``),
+    calling ``load()`` only on a miss."""
     with _lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
         model = load()
         _models[key] = model
-        _loads[key] = _loads.get(key, 0) + 1
+        counted = key[0] if isinstance(key, tuple) else key  # a model, on any device
+        _loads[counted] = _loads.get(counted, 0) + 1
         while len(_models) > MAX_MODELS:
             _models.popitem(last=False)
         refreezeWorkerHeap()
@@ -46,7 +49,8 @@ def get(key, load):
 
 
 def loadCount(key):
-    """How many times this worker has loaded ``key`` (for tests and diagnostics)."""
+    """How many times this worker has loaded ``key`` (for tests and diagnostics); for a key
+    ``(model key, device)``, loads of the model key count on every device."""
     return _loads.get(key, 0)
 
 

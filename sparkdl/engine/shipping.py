@@ -13,8 +13,9 @@ worker's cached model.
    :func:`_ship`) and the handle, which pickles small, goes into the UDF's closure. One LRU of
    handles on the driver (:data:`MAX_HANDLES`).
 3. On an executor, :meth:`Handle.load` returns the worker's cached :class:`LoadedModel`
-   (:mod:`sparkdl.engine.model_cache`, one LRU per Python worker, keyed by content hash),
-   loading it on first use after :func:`sparkdl.engine.runtime.configure`. Every UDF builder
+   (:mod:`sparkdl.engine.model_cache`, one LRU per Python worker, keyed by content hash and
+   the task's device, :func:`sparkdl.engine.runtime.taskDevice`), loading it on first use
+   after :func:`sparkdl.engine.runtime.configure`. Every UDF builder
    calls ``loaded.predict(batch)``: the one place where a model runs.
 
 On the driver, :meth:`Handle.inspect` reads the loaded model once per handle (e.g. its
@@ -184,19 +185,32 @@ class LoadedModel:
     :param model: a :class:`sparkdl.engine.runtimes.Predictor` of a Keras model on its runtime
         (``kind="keras"``) or a SavedModel signature (``kind="savedmodel"``, see
         :func:`sparkdl.engine.savedmodel.loadSignature`).
+    :param device: the device the engine chose for the task that loaded it
+        (:func:`sparkdl.engine.runtime.taskDevice`: ``"/GPU:<i>"``, ``"/CPU:0"``, or None
+        outside a Spark task); TensorFlow models load and run there.
     :ivar runtime: what runs it: ``"tensorflow"``, ``"openvino"`` or ``"litert"``.
+    :ivar device: as the parameter.
+    :ivar tfDevice: where TensorFlow runs it: ``device``, or ``"/CPU:0"`` when TensorFlow
+        here lacks that GPU (:func:`sparkdl.engine.runtime.tfDevice`); None for the CPU-only
+        runtimes.
     """
 
-    def __init__(self, model, kind="keras"):
+    def __init__(self, model, kind="keras", device=None, tfDevice=None):
         self.model = model
         self.kind = kind
         self.runtime = getattr(model, "runtime", "tensorflow")
         self.precision = getattr(model, "precision", "fp32")
+        self.device = device
+        self.tfDevice = tfDevice if self.runtime == "tensorflow" else None
 
     def predict(self, batch):
         """The model's outputs for one batch: a Keras model takes an array (or a list, one per
         input) and returns an array; a signature takes and returns ``{name: array}``."""
-        return self.model(batch) if self.kind == "savedmodel" else self.model.predict(batch)
+        from sparkdl.engine.runtime import deviceScope
+
+        with deviceScope(self.tfDevice):
+            return self.model(batch) if self.kind == "savedmodel" \
+                else self.model.predict(batch)
 
 
 # -- sources ---------------------------------------------------------------------------------
@@ -331,6 +345,15 @@ class Handle:
             return self.key
         return f"{self.key}:{self.runtime}:{self.precision}"
 
+    def cacheKeyOn(self, device):
+        """The worker cache's key of this model placed on ``device``: ``(cacheKey, device)``
+        when the device decides anything (TensorFlow, and ``"auto"``, which picks TensorFlow
+        on a GPU task); :attr:`cacheKey` alone for a CPU-only runtime (one copy for all
+        devices) and outside a task."""
+        if device is None or self.runtime in ("openvino", "litert"):
+            return self.cacheKey
+        return (self.cacheKey, device)
+
     def _compile(self, threads=None, gpus=None):
         """A :class:`~sparkdl.engine.runtimes.Predictor` of the Keras model on this handle's
         runtime; the converted model is shared by the machine's workers (content key)."""
@@ -340,14 +363,26 @@ class Handle:
                                      modelName=self.what, gpus=gpus, key=self.key)
 
     def load(self):
-        """The :class:`LoadedModel` (on an executor: from this worker's cache)."""
+        """The :class:`LoadedModel` for the running task (on an executor: from this worker's
+        cache), on the task's device (:func:`sparkdl.engine.runtime.taskDevice`), chosen for
+        every task: a reused worker runs tasks that Spark gave different GPUs."""
         from sparkdl.engine import model_cache, runtime
 
         settings = runtime.configure()
-        if self.kind == "savedmodel":
-            return model_cache.get(self.key, lambda: LoadedModel(self._open(), self.kind))
-        return model_cache.get(self.cacheKey, lambda: LoadedModel(
-            self._compile(settings["cpus"], settings["gpus"]), self.kind))
+        device = runtime.taskDevice()
+
+        def build():
+            placed = runtime.tfDevice(device)
+            with runtime.deviceScope(placed):
+                if self.kind == "savedmodel":
+                    model = self._open()
+                else:
+                    # "auto" runs TensorFlow on a GPU that TensorFlow has, else a CPU runtime
+                    gpus = [placed] if placed and placed.startswith("/GPU:") else []
+                    model = self._compile(settings["cpus"], gpus)
+            return LoadedModel(model, self.kind, device, placed)
+
+        return model_cache.get(self.cacheKeyOn(device), build)
 
     def resolveRuntime(self):
         """Driver-side: ``(runtime, precision, note)`` that this machine runs the model with

@@ -188,11 +188,15 @@ def _trainInTasks(spark, jobs, handle, storeDir, kind, seed):
     def train(batches):
         from pyspark import cloudpickle as pickler
 
+        from sparkdl.engine import runtime
+
         for batch in batches:
             for n in batch.column(0).to_pylist():
                 i, optimizer, loss, fitParams = jobs[n]
-                data = pickler.dumps((i, trainRank(handle.data(), handle.safeMode, storeDir,
-                                                   optimizer, loss, fitParams, kind, seed)))
+                with runtime.taskScope():  # on this task's GPU (or the CPU), not the worker's
+                    result = trainRank(handle.data(), handle.safeMode, storeDir, optimizer,
+                                       loss, fitParams, kind, seed)
+                data = pickler.dumps((i, result))
                 chunks = [data[at:at + RESULT_CHUNK_BYTES]
                           for at in range(0, len(data), RESULT_CHUNK_BYTES)]
                 for at in range(0, len(chunks), 16):
