@@ -48,13 +48,14 @@ def checkLoaderShape(dataset, inputCol, labelCol, loader, inputShape, sampleRows
         import numpy as np
         import pyarrow as pa
 
+        from sparkdl.utils.rows import RowErrors
+
         for batch in batches:
-            out = []
-            for uri in batch.column(0).to_pylist():
-                try:
-                    out.append(list(np.shape(np.asarray(loader(uri)))))
-                except Exception:  # the store counts it as a loader error
-                    out.append(None)
+            uris = batch.column(0).to_pylist()
+            out, errors = [None] * len(uris), RowErrors(len(uris))
+            for i, uri in enumerate(uris):
+                with errors.attempt(i, "imageLoader"):  # a bad row: the store gives its reason
+                    out[i] = list(np.shape(np.asarray(loader(uri))))
             yield pa.RecordBatch.from_pydict(
                 {"uri": batch.column(0), "shape": pa.array(out, pa.list_(pa.int64()))})
 
