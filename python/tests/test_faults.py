@@ -115,13 +115,15 @@ class Job:
         assert not self.thread.is_alive(), "the job did not finish"
 
 
-def run_killing(sc, action, victims, select=None, hold=0.5, attempts=3, after_kill=None):
+def run_killing(sc, action, victims, select=None, hold=0.5, attempts=3, after_kill=None,
+                select_for=None):
     """Run ``action`` and kill ``victims(sc)`` once a stage has run tasks for ``hold`` s,
     until a task attempt actually failed (a kill between two tasks fails none);
-    ``after_kill()`` runs right after each kill (e.g. to open a gate the tasks wait at)."""
+    ``after_kill()`` runs right after each kill (e.g. to open a gate the tasks wait at).
+    ``select_for(job)``, if given, makes the ``select`` of each attempt's job."""
     for _ in range(attempts):
         job = Job(sc, action)
-        job.wait_running(select, hold)
+        job.wait_running(select_for(job) if select_for else select, hold)
         kill(victims(sc))
         if after_kill is not None:
             after_kill()
@@ -313,6 +315,11 @@ def tiny_cnn(tmp_path_factory):
 EPOCHS = 400
 
 
+def one_task_stages(job):
+    """The ids of the job group's one-task stages, in the order Spark created them."""
+    return sorted(s.stageId for s in job._stages() if s.numTasks == 1)
+
+
 def tiny_fit(spark, model_file):
     rows = spark.sparkContext.parallelize([(f"row-{i}-{i % 2}", i % 2) for i in range(32)], 2)
     df = spark.createDataFrame(rows, "uri string, label int")
@@ -328,10 +335,21 @@ def test_training_task_killed_retrains_the_whole_model(cluster_spark, tiny_cnn):
 
     sc = cluster_spark.sparkContext
     wait_for_executors(sc)
-    clean = tiny_fit(cluster_spark, tiny_cnn)()
-    # The training stage: one task, running for seconds (the others of fit are short).
+    first = Job(sc, tiny_fit(cluster_spark, tiny_cnn))
+    first.join()
+    clean = first.result
+    # fit's stages come in a fixed order; the training stage is its last one-task stage (the
+    # check of the loader's output on a sample, also one task, runs before the store).
+    ordinal = len(one_task_stages(first)) - 1
+
+    def training_stage(job):
+        def select(stage):
+            ids = one_task_stages(job)
+            return len(ids) > ordinal and stage.stageId == ids[ordinal]
+        return select
+
     job = run_killing(sc, tiny_fit(cluster_spark, tiny_cnn), python_workers,
-                      select=lambda stage: stage.numTasks == 1, hold=0.2)
+                      select_for=training_stage, hold=0.2)
     # Spark retries the task: training starts again from the stored rows.
     assert job.error is None, job.error
     assert job.failed() >= 1
