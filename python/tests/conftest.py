@@ -51,6 +51,16 @@ def spark():
     return _session(LOCAL_MASTER)
 
 
+@pytest.fixture(scope="module")
+def own_session():
+    """For a module whose tests start a session of their own configuration (e.g. Spark's GPU
+    scheduling): the shared session is stopped first (one SparkContext per process); the
+    next test that asks for ``spark`` or ``cluster_spark`` starts it again."""
+    if _current["session"] is not None:
+        _current["session"].stop()
+    _current.update(master=None, session=None)
+
+
 @pytest.fixture
 def cluster_spark(request):
     """A local-cluster[2,1,1024] SparkSession: two executors in their own JVMs and workers."""

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from pyspark import cloudpickle
 
-import conftest
 from sparkdl.engine import runtime
 from sparkdl.engine.runtime import chooseDevice
 
@@ -70,12 +69,9 @@ def test_memory_growth_on_every_visible_gpu(monkeypatch):
 # -- Spark's resource scheduling, fake GPUs ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def gpu_spark(tmp_path_factory):
+def gpu_spark(tmp_path_factory, own_session):
     """local-cluster[1,2,1024]: one executor with 2 cores and fake GPUs 0 and 1, one GPU per
     task, Python worker reuse on (Spark's default). Replaces the shared session for the module."""
-    if conftest._current["session"] is not None:
-        conftest._current["session"].stop()
-        conftest._current.update(master=None, session=None)
     script = tmp_path_factory.mktemp("gpu") / "discover.sh"
     script.write_text('#!/bin/sh\necho \'{"name":"gpu","addresses":["0","1"]}\'\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
