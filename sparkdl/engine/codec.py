@@ -109,6 +109,14 @@ def toChannelOrder(pixels, channelOrder, size=None, resizeMethod="bilinear", dty
     from sparkdl.image import imageIO
 
     arr = pixels if pixels.ndim == 3 else pixels[:, :, None]
+    if (channelOrder == "RGB" and arr.dtype == np.uint8 and arr.shape[2] in (3, 4)
+            and size is not None):
+        # The usual case (8-bit photos into an RGB model): Pillow unpacks BGR(X) straight into
+        # RGB while copying the pixels in, so neither alpha nor the channel swap costs a pass.
+        # Pillow resizes channels independently: the values are those of the general path.
+        rgb = imageIO.bgrToPIL(arr)
+        out = np.asarray(imageIO.resizeImage(rgb, size, resizeMethod))
+        return out if dtype is None else out.astype(dtype)
     if arr.shape[2] == 4:
         arr = arr[:, :, :3]
     if size is not None:
@@ -147,7 +155,7 @@ def fileImages(files, errors=None):
     return out
 
 
-def imagesToTensor(images, size, resizeMethod="bilinear", errors=None):
+def imagesToTensor(images, size, resizeMethod="bilinear", errors=None, out=None):
     """A batch of images -> ``(tensor, validRows)``.
 
     ``images`` is an Arrow array of Spark image structs, of image file bytes (binary), or of
@@ -157,6 +165,10 @@ def imagesToTensor(images, size, resizeMethod="bilinear", errors=None):
     8-bit images), ``validRows`` the indices of the rows it holds; null, invalid and
     undecodable images are left out (their outputs will be null), with their reasons in
     ``errors`` (a :class:`sparkdl.utils.rows.RowErrors` of the chunk) when given.
+
+    :param out: a float32 ``N x height x width x 3`` array to fill, reused from chunk to chunk
+        (``N`` at least the chunk's rows): ``tensor`` is then a view of it. A fresh batch of
+        64 photos at 224 is 38 MB of new pages to fault in, about 0.15 ms an image.
     """
     from sparkdl.image.imageIO import resizeImage
 
@@ -171,7 +183,11 @@ def imagesToTensor(images, size, resizeMethod="bilinear", errors=None):
         def rgb(image):
             return resizeImage(image, size, resizeMethod)
     valid = [i for i, item in enumerate(items) if item is not None]
-    tensor = np.empty((len(valid),) + tuple(size) + (3,), np.float32)
+    shape = (len(valid),) + tuple(size) + (3,)
+    if out is not None and out.shape[1:] == shape[1:] and len(out) >= len(valid):
+        tensor = out[:len(valid)]
+    else:
+        tensor = np.empty(shape, np.float32)
     for j, i in enumerate(valid):
         tensor[j] = rgb(items[i])
     return tensor, np.asarray(valid, np.int64)

@@ -47,9 +47,10 @@ def imageModelUdf(handle, inputSize, preprocess=None, resizeMethod="bilinear", b
 
         model = handle.load()
         prep = resolve(preprocess)
+        buffer = np.empty((batchSize,) + tuple(inputSize) + (3,), np.float32)
         for chunk in iterChunks(batches, batchSize):
             errors = RowErrors(len(chunk))
-            tensor, validRows = imagesToTensor(chunk, inputSize, resizeMethod, errors)
+            tensor, validRows = imagesToTensor(chunk, inputSize, resizeMethod, errors, buffer)
             out = np.zeros((0, 0), np.float32)
             if len(validRows):
                 out = model.predict(prep(tensor) if prep else tensor)

@@ -347,6 +347,14 @@ def resizeImage(img, size, method="bilinear"):
     return np.stack(channels, axis=-1)
 
 
+def bgrToPIL(arr):
+    """An ``H x W x 3|4`` uint8 array in the struct's BGR(A) order -> an ``RGB`` Pillow image
+    (alpha dropped), unpacked by Pillow in one copy."""
+    height, width, channels = arr.shape
+    return Image.frombuffer("RGB", (width, height), np.ascontiguousarray(arr), "raw",
+                            "BGR" if channels == 3 else "BGRX", 0, 1)
+
+
 def rgbToStructOrder(arr):
     """RGB(A) -> BGR(A) (and back: the swap is its own inverse) on the last axis of an image
     (``H x W [x C]``) or a batch of them (``N x H x W x C``); gray is unchanged. sparkdl's one

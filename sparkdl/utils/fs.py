@@ -2,7 +2,7 @@
 import os
 from urllib.parse import unquote, urlparse
 
-__all__ = ["readBytes", "emptyFiles", "filesystemFor", "sparkWrites"]
+__all__ = ["readBytes", "fileSizes", "emptyFiles", "filesystemFor", "sparkWrites"]
 
 _FILESYSTEMS = {}  # (scheme, netloc) -> pyarrow FileSystem, reused across the rows of a worker
 
@@ -78,37 +78,45 @@ def readBytes(uri):
         return f.read()
 
 
-def emptyFiles(uris):
-    """The zero-byte files among ``uris`` (URIs as Spark's ``DataFrame.inputFiles`` gives
-    them), found from file metadata only: a ``stat`` per local file, one listing per directory
-    elsewhere; no file is opened. Files whose file system cannot be reached from this process
-    are left out (they are not known to be empty).
+def fileSizes(uris):
+    """The size in bytes of each of ``uris`` (URIs as Spark's ``DataFrame.inputFiles`` gives
+    them), from file metadata only: a ``stat`` per local file, one listing per directory
+    elsewhere; no file is opened. None for a file whose file system cannot be reached from
+    this process (its size is not known).
 
-    :return: the empty files' URIs, unescaped (``%20`` -> space), in the order given.
+    :return: a list of sizes (int or None), in the order given.
     """
     from pyarrow import fs
 
-    empty, remote = [], {}
-    for uri in uris:
+    sizes, remote = [None] * len(uris), {}
+    for i, uri in enumerate(uris):
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             try:
-                if os.stat(unquote(parsed.path)).st_size == 0:
-                    empty.append(unquote(uri))
+                sizes[i] = os.stat(unquote(parsed.path)).st_size
             except OSError:
                 pass
         else:
-            parent = uri.rsplit("/", 1)[0]
-            remote.setdefault(parent, []).append(uri)
+            remote.setdefault(uri.rsplit("/", 1)[0], []).append(i)
     for parent, children in remote.items():
         try:
             filesystem, path = _remote(urlparse(parent), parent)
-            sizes = {info.path: info.size for info in filesystem.get_file_info(
+            listed = {info.path: info.size for info in filesystem.get_file_info(
                 fs.FileSelector(unquote(path), allow_not_found=True))}
         except Exception:  # an unreachable or unknown file system: nothing is known
             continue
-        for uri in children:
-            if sizes.get(unquote(_pathInFilesystem(urlparse(uri)))) == 0:
-                empty.append(unquote(uri))
-    order = {u: i for i, u in enumerate(unquote(u) for u in uris)}
-    return sorted(empty, key=order.get)
+        for i in children:
+            sizes[i] = listed.get(unquote(_pathInFilesystem(urlparse(uris[i]))))
+    return sizes
+
+
+def emptyFiles(uris, sizes=None):
+    """The zero-byte files among ``uris`` (URIs as Spark's ``DataFrame.inputFiles`` gives
+    them), by :func:`fileSizes` (or ``sizes``, its result when already known). Files whose
+    file system cannot be reached from this process are left out (they are not known to be
+    empty).
+
+    :return: the empty files' URIs, unescaped (``%20`` -> space), in the order given.
+    """
+    sizes = fileSizes(uris) if sizes is None else sizes
+    return [unquote(uri) for uri, size in zip(uris, sizes) if size == 0]

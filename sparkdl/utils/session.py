@@ -2,12 +2,22 @@
 import os
 import sys
 
-__all__ = ["local_session", "is_connect", "start_connect_server", "ConnectServer"]
+__all__ = ["local_session", "is_connect", "defaultParallelism", "start_connect_server", "ConnectServer"]
 
 
 def is_connect(session):
     """Whether ``session`` is a Spark Connect session (no SparkContext, no RDDs)."""
     return type(session).__module__.startswith("pyspark.sql.connect")
+
+
+def defaultParallelism(session):
+    """The cluster's task slots as Spark counts them (``defaultParallelism``), from the
+    SparkContext of a classic session; a Spark Connect session has none, so there it is
+    ``spark.default.parallelism`` when that is set, else None (unknown)."""
+    if not is_connect(session):
+        return int(session.sparkContext.defaultParallelism)
+    value = session.conf.get("spark.default.parallelism", None)
+    return int(value) if value else None
 
 
 def _options(master, app_name, conf):

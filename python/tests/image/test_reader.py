@@ -78,11 +78,22 @@ def test_invalid_files_keep_a_row_with_the_reason(spark, mixed_dir):
 
 
 def decode_runs(df):
-    """How many decoding steps the physical plan runs per source of files (Spark's file scan,
-    and the listed zero-byte files, unioned to it, when there are some)."""
+    """How many decoding steps the physical plan runs on the files of each of its sources
+    (Spark's file scan, and the listed zero-byte files, unioned to it, when there are some):
+    the decoding nodes above each source, the same for all sources, else an error."""
+    import re
+
     plan = df._jdf.queryExecution().executedPlan().toString()
-    sources = sum(plan.count(scan) for scan in ("FileScan ", "Scan ExistingRDD", "LocalTableScan"))
-    return (plan.count("decodeImages(") + plan.count("decodeDroppingInvalid(")) / sources
+    ancestors, counts = [], []
+    for line in plan.splitlines():
+        depth = re.match(r"[\s:|+-]*", line).end()
+        ancestors = [(d, decodes) for d, decodes in ancestors if d < depth]
+        decodes = line.count("decodeImages(") + line.count("decodeDroppingInvalid(")
+        ancestors.append((depth, decodes))
+        if any(scan in line for scan in ("FileScan ", "Scan ExistingRDD", "LocalTableScan")):
+            counts.append(sum(d for _, d in ancestors))
+    assert counts and len(set(counts)) == 1, (counts, plan)
+    return counts[0]
 
 
 def test_drop_invalid(spark, mixed_dir):
