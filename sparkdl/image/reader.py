@@ -111,6 +111,8 @@ def readImages(
         shuffle of the file bytes). By default Spark's file partitions, which hold ~30 photos
         each, are merged without a shuffle into one per core (more when a task would read over
         128 MB): fewer, larger tasks, each of which saves a Python UDF's fixed cost per task.
+        On Spark Connect the client knows the cores only from ``spark.default.parallelism``;
+        without it Spark's partitions are kept.
     :param dropInvalid: drop undecodable files instead of keeping invalid-image rows.
     :param sampleRatio: fraction of the files to keep (Bernoulli sampling, before decoding).
     :param seed: seed for ``sampleRatio``.

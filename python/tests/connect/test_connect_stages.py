@@ -66,6 +66,21 @@ def test_read_images_and_image_loader(spark, connect_spark, pngs):
     assert remote == classic
 
 
+def test_read_images_merges_small_file_partitions(spark, connect_spark, tmp_path):
+    from PIL import Image
+
+    for i in range(300):
+        Image.new("RGB", (2, 2), (i % 256, 0, 0)).save(tmp_path / f"{i:03d}.png")
+
+    def run(session):
+        # Spark's scan makes 10 partitions of these (31 files each); readImages one a core.
+        df = readImages(str(tmp_path))
+        return df.select(F.spark_partition_id().alias("p")).distinct().count(), df.count()
+
+    classic, remote = both(spark, connect_spark, run)
+    assert classic == remote == (4, 300)
+
+
 def test_featurizer_and_predictor(spark, connect_spark, pngs):
     folder, _ = pngs
 

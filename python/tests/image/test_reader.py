@@ -156,3 +156,25 @@ def test_read_images_on_separate_executors(cluster_spark, png_dir, mixed_dir):
     theirs = by_name(cluster_spark.read.format("image").load(png_dir).collect())
     assert all(bytes(ours[n].image.data) == bytes(r.image.data) for n, r in theirs.items())
     assert readImages(mixed_dir, dropInvalid=True).count() == 3
+
+
+def test_small_files_are_decoded_in_one_task_per_core(spark, tmp_path, monkeypatch):
+    from sparkdl.image import reader
+
+    cores = spark.sparkContext.defaultParallelism
+    for i in range(300):
+        Image.fromarray(fixtures.rgb_array(i, 4, 4)).save(tmp_path / f"{i:03d}.png")
+    theirs = spark.read.format("image").load(str(tmp_path))
+    # Spark counts each file as 4 MB at least: 31 tiny files a partition.
+    assert theirs.rdd.getNumPartitions() == 10 > cores
+    ours = readImages(str(tmp_path))
+    assert ours.rdd.getNumPartitions() == cores
+    expected = {r.image.origin: bytes(r.image.data) for r in theirs.collect()}
+    assert {r.image.origin: bytes(r.image.data) for r in ours.collect()} == expected
+    assert readImages(str(tmp_path), dropInvalid=True).rdd.getNumPartitions() == cores
+    # More tasks when one per core would read more than TASK_BYTES each.
+    total = sum(os.path.getsize(tmp_path / f) for f in os.listdir(tmp_path))
+    monkeypatch.setattr(reader, "TASK_BYTES", total // (cores + 2) + 1)
+    assert readImages(str(tmp_path)).rdd.getNumPartitions() == cores + 2
+    # An explicit numPartitions is a repartition, as before.
+    assert readImages(str(tmp_path), numPartitions=5).rdd.getNumPartitions() == 5
