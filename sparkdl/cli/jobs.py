@@ -17,11 +17,10 @@ def read_images(paths):
     from sparkdl import readImages
 
     images = readImages(paths[0] if len(paths) == 1 else list(paths))
-    from sparkdl.utils.session import is_connect
+    from sparkdl.utils.session import inputFiles
 
-    try:  # the file index Spark listed, counted in the JVM (on Connect: its names sent here)
-        count = len(images.inputFiles() if is_connect(images.sparkSession)
-                    else images._jdf.inputFiles())
+    try:  # the file index Spark listed
+        count = len(inputFiles(images))
     except Exception:
         count = None
     if count == 0:

@@ -9,6 +9,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from sparkdl.image import imageIO
 from sparkdl.utils.fs import emptyFiles, fileSizes
+from sparkdl.utils.session import inputFiles
 
 __all__ = ["readImages", "decodeImagesUdf", "decodeErrorsUdf", "loadUrisUdf", "DECODE_CHUNK_ROWS"]
 
@@ -143,7 +144,7 @@ def readImages(
     files = listed.select(
         F.regexp_replace("path", "^file:/(?!/)", "file:///").alias("path"), "content"
     )
-    uris = listed.inputFiles()
+    uris = inputFiles(listed)
     sizes = fileSizes(uris)
     if not dropInvalid:
         files = _withEmptyFiles(spark, files, emptyFiles(uris, sizes))

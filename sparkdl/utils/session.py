@@ -2,7 +2,7 @@
 import os
 import sys
 
-__all__ = ["local_session", "is_connect", "defaultParallelism", "start_connect_server", "ConnectServer"]
+__all__ = ["local_session", "is_connect", "defaultParallelism", "inputFiles", "start_connect_server", "ConnectServer"]
 
 
 def is_connect(session):
@@ -18,6 +18,19 @@ def defaultParallelism(session):
         return int(session.sparkContext.defaultParallelism)
     value = session.conf.get("spark.default.parallelism", None)
     return int(value) if value else None
+
+
+def inputFiles(df):
+    """``df.inputFiles()`` in one round trip to the JVM: a classic session's
+    ``DataFrame.inputFiles`` fetches the files one py4j call each (0.1 s for 500 files, at
+    every readImages call); here the JVM sends them as one JSON array (Jackson, which Spark
+    ships)."""
+    import json
+
+    if is_connect(df.sparkSession):
+        return df.inputFiles()
+    mapper = df.sparkSession._jvm.com.fasterxml.jackson.databind.ObjectMapper()
+    return json.loads(mapper.writeValueAsString(df._jdf.inputFiles()))
 
 
 def _options(master, app_name, conf):

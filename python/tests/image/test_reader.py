@@ -178,3 +178,13 @@ def test_small_files_are_decoded_in_one_task_per_core(spark, tmp_path, monkeypat
     assert readImages(str(tmp_path)).rdd.getNumPartitions() == cores + 2
     # An explicit numPartitions is a repartition, as before.
     assert readImages(str(tmp_path), numPartitions=5).rdd.getNumPartitions() == 5
+
+
+def test_listing_in_one_round_trip_equals_pysparks(spark, tmp_path):
+    from sparkdl.utils.session import inputFiles
+
+    for name in ["a b.png", "c%20d.png", "é\"q'.png", "x,y[1].png"]:
+        (tmp_path / name).write_bytes(b"1")
+    df = spark.read.format("binaryFile").load(str(tmp_path))
+    assert inputFiles(df) == df.inputFiles() and len(inputFiles(df)) == 4
+    assert inputFiles(spark.range(2)) == [] == spark.range(2).inputFiles()
