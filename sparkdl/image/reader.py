@@ -9,7 +9,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from sparkdl.image import imageIO
 from sparkdl.utils.fs import emptyFiles, fileSizes
-from sparkdl.utils.session import inputFiles
+from sparkdl.utils.session import defaultParallelism, inputFiles
 
 __all__ = ["readImages", "decodeImagesUdf", "decodeErrorsUdf", "loadUrisUdf", "DECODE_CHUNK_ROWS"]
 
@@ -191,8 +191,6 @@ def _fewerTasks(spark, files, sizes, sampleRatio=1.0):
     costs tens of milliseconds besides its rows (a fifth of the featurizer's time on 500
     photos and 2 cores).
     """
-    from sparkdl.utils.session import defaultParallelism
-
     cores = defaultParallelism(spark)
     if cores is None or not sizes or any(size is None for size in sizes):
         return files

@@ -2,7 +2,8 @@
 import os
 import sys
 
-__all__ = ["local_session", "is_connect", "defaultParallelism", "inputFiles", "start_connect_server", "ConnectServer"]
+__all__ = ["local_session", "is_connect", "defaultParallelism", "inputFiles", "start_connect_server",
+           "ConnectServer"]
 
 
 def is_connect(session):
