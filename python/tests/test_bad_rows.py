@@ -28,6 +28,7 @@ from sparkdl.utils.rows import RowError, RowErrors, reasonOf
 
 # Executors cannot import this test module: ship its functions by value, as for a notebook.
 from pyspark import cloudpickle  # noqa: E402
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 SIZE = tim.SIZE
@@ -222,11 +223,10 @@ def test_featurizer_and_predictor_give_null_and_the_reason_for_every_bad_input(s
         assert_reasons([getattr(r, f"why_{col}") for r in rows], reasons[col])
         got = [getattr(r, f"f_{col}") for r in rows]
         assert [g is None for g in got] == [k != 0 for k in range(len(rows))], col
-        np.testing.assert_allclose(got[0].toArray(), features, atol=1e-4, rtol=0)
+        assert_close(got[0].toArray(), features, 1e-4)
     assert_reasons([r.pwhy_uri for r in rows], reasons["uri"])
     assert [r.p_uri is None for r in rows] == [k != 0 for k in range(len(rows))]
-    np.testing.assert_allclose(rows[0].p_uri.toArray(), keras_direct([rgb], True)[0],
-                               atol=1e-5, rtol=0)
+    assert_close(rows[0].p_uri.toArray(), keras_direct([rgb], True)[0], 1e-5)
 
 
 def test_error_col_is_optional_persisted_and_keeps_read_images_chained(spark, files, tmp_path):
@@ -295,8 +295,7 @@ def test_keras_image_file_transformer_gives_null_and_the_reason(spark, files, tm
         else:
             assert row.error == reason
     assert [r.out is None for r in rows] == [k != 0 for k in range(len(rows))]
-    np.testing.assert_allclose(rows[0].out.toArray(), tim.predict(model, [load16(files["good.png"])])[0],
-                               atol=1e-5, rtol=0)
+    assert_close(rows[0].out.toArray(), tim.predict(model, [load16(files["good.png"])])[0], 1e-5)
 
 
 def prep(rgb):
@@ -333,9 +332,9 @@ def test_sql_image_functions_give_null_for_every_bad_row(spark, files):
     assert [r.r is None for r in rows] == [False, True, True, False, False, True]
     assert [r.u is None for r in rows] == [k != 0 for k in range(len(rows))]
     for got in (rows[0].r, rows[0].u):
-        np.testing.assert_allclose(got, tim.predict(model, [resized])[0], atol=1e-4, rtol=0)
+        assert_close(got, tim.predict(model, [resized])[0], 1e-4)
     assert [r.p is None for r in rows] == [k != 0 for k in range(len(rows))]
-    np.testing.assert_allclose(rows[0].p, tim.predict(model, [prep(rgb)])[0], atol=1e-5, rtol=0)
+    assert_close(rows[0].p, tim.predict(model, [prep(rgb)])[0], 1e-5)
 
     # The 1.x resize UDF: a malformed struct is null; invalid and null ones are kept as they are.
     resized = sorted(df.select("id", createResizeImageUDF((8, 8))("image").alias("r")).collect(),
@@ -397,5 +396,4 @@ def test_numeric_rows_of_the_wrong_length_or_null_give_null(spark, tmp_path):
     for col in ("y", "s"):
         values = [getattr(r, col) for r in got]
         assert [v is None for v in values] == [False] * 3 + [True] * 3, col
-        np.testing.assert_allclose(np.array([list(v) for v in values[:3]]), expected,
-                                   atol=1e-5, rtol=0)
+        assert_close(np.array([list(v) for v in values[:3]]), expected, 1e-5)

@@ -12,6 +12,7 @@ from sparkdl import DeepImageFeaturizer, readImages
 from sparkdl.cli import main
 from sparkdl.cli.session import summarize
 from sparkdl.resources import samplesDir
+from numerics import assert_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CATS = ("Egyptian_cat", "tabby", "tiger_cat", "Persian_cat", "Siamese_cat", "lynx")
@@ -141,8 +142,7 @@ def test_featurize_writes_parquet_vectors(spark, capsys, mixed_folder, tmp_path)
         readImages(str(mixed_folder))).select("image.origin", "features").collect()}
     for name in ("coffee.jpg", "chelsea.jpg"):
         assert rows[name]["features"].size == 1280 and rows[name]["error"] is None
-        np.testing.assert_allclose(rows[name]["features"].toArray(),
-                                   reference[name].toArray(), rtol=0, atol=1e-4)
+        assert_close(rows[name]["features"].toArray(), reference[name].toArray(), 1e-4)
     assert np.abs(rows["coffee.jpg"]["features"].toArray()
                   - rows["chelsea.jpg"]["features"].toArray()).max() > 0.1
     assert rows["notes.txt"]["features"] is None and rows["notes.txt"]["error"]
@@ -279,8 +279,7 @@ def test_featurize_on_spark_connect_equals_classic(spark, connect_server, mixed_
         readImages(str(mixed_folder))).select("image.origin", "features").collect()
     reference = {os.path.basename(r.origin): r.features for r in reference}
     for name in ("coffee.jpg", "chelsea.jpg"):
-        np.testing.assert_allclose(remote[name]["features"].toArray(),
-                                   reference[name].toArray(), rtol=1e-5, atol=1e-6)
+        assert_close(remote[name]["features"].toArray(), reference[name].toArray(), 1e-5)
     assert remote["notes.txt"]["features"] is None and remote["notes.txt"]["error"]
 
 

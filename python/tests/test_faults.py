@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from sparkdl import DeepImageFeaturizer, HorovodRunner, KerasImageFileEstimator, readImages
 from sparkdl.horovod.runner import HorovodRunnerError
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -183,7 +184,7 @@ def assert_same_rows(got, want):
     for (origin, a, _), (_, b, _) in zip(got, want):
         assert (a is None) == (b is None), origin
         if a is not None:
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=origin)
+            assert_close(a, b, 1e-5, err_msg=origin)
 
 
 _clean = {}
@@ -360,4 +361,4 @@ def test_training_task_killed_retrains_the_whole_model(cluster_spark, tiny_cnn):
                                clean.fitSummary["history"]["loss"], rtol=1e-5)
     for a, b in zip(modelFromBytes(model.getOrDefault("modelBytes")).get_weights(),
                     modelFromBytes(clean.getOrDefault("modelBytes")).get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert_close(a, b, 1e-5)

@@ -17,6 +17,7 @@ from pyspark import cloudpickle
 
 from sparkdl.engine import runtime
 from sparkdl.engine.runtime import chooseDevice
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -165,7 +166,7 @@ def test_every_task_runs_on_its_own_gpu(gpu_spark, tmp_path):
         want = chooseDevice(row.addresses.split(",") if row.addresses else [])
         assert row.device == want, (row, seen)
         assert row.tfDevice == "/CPU:0"  # no GPU in this TensorFlow: degrade, don't fail
-        np.testing.assert_allclose(row.out, expected, rtol=1e-5, atol=1e-6)
+        assert_close(row.out, expected, 1e-5)
     assert {seen[0].addresses, seen[1].addresses} == {"0", "1"}, seen
     assert seen[3].addresses == "" and seen[3].device == "/CPU:0", seen
     first = {}
@@ -189,6 +190,5 @@ def test_every_task_runs_on_its_own_gpu(gpu_spark, tmp_path):
     df = gpu_spark.createDataFrame(rows, "id int, x array<float>").repartition(4)
     got = sorted(KerasTransformer(inputCol="x", outputCol="y", modelFile=path)
                  .transform(df).collect(), key=lambda r: r.id)
-    np.testing.assert_allclose(np.array([r.y for r in got]),
-                               np.stack([expected.reshape(len(X), -1)[i % len(X)]
-                                         for i in range(8)]), rtol=1e-5, atol=1e-6)
+    want = np.stack([expected.reshape(len(X), -1)[i % len(X)] for i in range(8)])
+    assert_close(np.array([r.y for r in got]), want, 1e-5)

@@ -20,6 +20,7 @@ from sparkdl import KerasImageFileTransformer, KerasTransformer
 from sparkdl.param.persistence import ALLOW_USER_CODE_CONF
 
 from pyspark import cloudpickle  # noqa: E402
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 SIZE = tim.SIZE
@@ -104,7 +105,7 @@ def test_saved_safe_mode_off_is_refused_unless_the_loader_opts_in(spark, tmp_pat
     direct = keras.saving.load_model(path, safe_mode=False).predict_on_batch(x.astype("float32"))
     loaded = KerasTransformer.load(str(tmp_path / "stage"), allowUserCode=True)
     got = np.array([r.y for r in loaded.transform(df).collect()])
-    np.testing.assert_allclose(got, direct, atol=1e-5, rtol=0)
+    assert_close(got, direct, 1e-5)
     spark.conf.set(ALLOW_USER_CODE_CONF, "true")
     (reloaded,) = PipelineModel.load(str(tmp_path / "pipeline")).stages
     assert reloaded.getSafeMode() is False
@@ -134,7 +135,7 @@ def test_a_saved_image_loader_needs_the_opt_in(spark, tmp_path, unset_conf_after
     loaded = KerasImageFileTransformer.load(str(tmp_path / "stage"), allowUserCode=True)
     rows = loaded.transform(df).collect()
     expected = tim.predict(model, [load16(r.uri) for r in rows])
-    np.testing.assert_allclose([r.out.toArray() for r in rows], expected, atol=1e-5, rtol=0)
+    assert_close([r.out.toArray() for r in rows], expected, 1e-5)
     spark.conf.set(ALLOW_USER_CODE_CONF, "true")
     (reloaded,) = PipelineModel.load(str(tmp_path / "pipeline")).stages
     uri = sorted(pngs.values())[0]

@@ -1,9 +1,9 @@
 """Image URIs on a real S3 server (moto on loopback) through the inference stages."""
-import numpy as np
 
 from s3_server import s3_server
 from sparkdl import DeepImageFeaturizer
 from sparkdl.resources import samplesDir
+from numerics import assert_close
 
 
 def test_featurizer_fed_s3_uris_equals_local_files_and_bad_schemes_are_null(spark):
@@ -19,5 +19,5 @@ def test_featurizer_fed_s3_uris_equals_local_files_and_bad_schemes_are_null(spar
         rows = featurizer.transform(df).collect()  # a row no file system reads fails no task
     want = rows[-1].f.toArray()
     for row in rows[:2]:
-        np.testing.assert_allclose(row.f.toArray(), want, rtol=1e-5, atol=1e-6)
+        assert_close(row.f.toArray(), want, 1e-5)
     assert rows[2].f is None and rows[3].f is None

@@ -18,6 +18,7 @@ from PIL import Image  # noqa: E402
 from sparkdl.engine import runtimes  # noqa: E402
 from sparkdl.engine.image_udf import resolve  # noqa: E402
 from sparkdl.models.registry import buildModel, getModelEntry  # noqa: E402
+from numerics import assert_close
 
 SAMPLES = os.path.join(os.path.dirname(runtimes.__file__), "..", "resources", "samples")
 
@@ -54,9 +55,9 @@ def test_efficientnet_lite0_features_of_real_photos_equal_keras(lite0, runtime):
     got = predictor.predict(x)
     assert got.shape == expected.shape == (3, 1280)
     assert np.abs(expected).max() > 1.0  # real features, not a vanishing random-init output
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    assert_close(got, expected, 1e-4)
     # A batch of another size (a partition's last rows) is predicted alike.
-    np.testing.assert_allclose(predictor.predict(x[:1]), expected[:1], rtol=0, atol=1e-4)
+    assert_close(predictor.predict(x[:1]), expected[:1], 1e-4)
 
 
 @pytest.mark.parametrize("name, runtime", [("ResNet50", "openvino"), ("VGG16", "litert")])
@@ -69,7 +70,7 @@ def test_random_init_architectures_equal_keras(name, runtime):
     expected = model.predict_on_batch(x)
     assert np.abs(expected).max() > 0.1
     got = runtimes.compileModel(model, runtime, threads=2).predict(x)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    assert_close(got, expected, 1e-4)
 
 
 def test_bf16_is_opt_in_and_close_to_fp32(lite0):
@@ -100,7 +101,7 @@ def test_several_inputs_are_fed_in_keras_order(runtime):
     rng = np.random.default_rng(0)
     a, b = rng.random((6, 8, 8, 3), np.float32), rng.random((6, 5), np.float32)
     got = runtimes.compileModel(model, runtime, threads=1).predict([a, b])
-    np.testing.assert_allclose(got, model.predict_on_batch([a, b]), rtol=0, atol=1e-5)
+    assert_close(got, model.predict_on_batch([a, b]), 1e-5)
 
 
 @keras.saving.register_keras_serializable("sparkdl_tests")
@@ -134,7 +135,7 @@ def test_auto_falls_back_to_tensorflow_with_a_log_line(caplog):
         predictor = runtimes.compileModel(model, "auto")
     assert predictor.runtime == "tensorflow"
     assert "falls back to TensorFlow" in caplog.text and "singular_values" in caplog.text
-    np.testing.assert_allclose(predictor.predict(x), model.predict_on_batch(x), atol=1e-6)
+    assert_close(predictor.predict(x), model.predict_on_batch(x), 1e-6)
 
 
 def test_a_runtime_that_is_not_installed(monkeypatch):
@@ -194,7 +195,7 @@ def test_a_cache_folder_others_can_write_is_not_used(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     a, b = rng.random((2, 8, 8, 3), np.float32), rng.random((2, 5), np.float32)
     got = runtimes.compileModel(model, "litert", key="k").predict([a, b])
-    np.testing.assert_allclose(got, model.predict_on_batch([a, b]), atol=1e-5)
+    assert_close(got, model.predict_on_batch([a, b]), 1e-5)
     assert os.listdir(shared) == []
 
 

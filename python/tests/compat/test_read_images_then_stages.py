@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 import tiny_image_models
 from sparkdl import ImageLoader, KerasImageFileTransformer, readImages
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -43,7 +44,7 @@ def test_keras_image_file_transformer_after_read_images_with_defaults(spark, ima
             continue
         assert row.error is None
         expected = tiny_image_models.predict(model, [load(row.uri)])[0]
-        np.testing.assert_allclose(row.scores.toArray(), expected, atol=1e-5)
+        assert_close(row.scores.toArray(), expected, 1e-5)
     broken = rows["broken.png"]
     assert broken.scores is None
     # readImages' reason first, then the stage's own, in the one error column

@@ -13,6 +13,7 @@ from PIL import Image
 from pyspark import cloudpickle
 
 import tiny_image_models
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -158,7 +159,7 @@ def test_distributed_hyperparameter_tuning(spark, sample_img_dir, tiny_model_fil
         f.write(best.getOrDefault(best.modelBytes))
     direct = keras.models.load_model(trained, compile=False)
     expected = direct.predict_on_batch(np.concatenate([load_image_from_uri(r.uri) for r in rows]))
-    np.testing.assert_allclose([r.prediction.toArray() for r in rows], expected, atol=1e-5)
+    assert_close([r.prediction.toArray() for r in rows], expected, 1e-5)
 
 
 def test_applying_popular_image_models(spark, sample_img_dir):
@@ -245,7 +246,7 @@ def test_keras_image_file_transformer(spark, sample_img_dir, tiny_model_file):
     rows = keras_pred_df.collect()
     expected = model.predict_on_batch(np.concatenate([loadAndPreprocessKerasInceptionV3(r.uri)
                                                       for r in rows]))
-    np.testing.assert_allclose([r.predictions.toArray() for r in rows], expected, atol=1e-5)
+    assert_close([r.predictions.toArray() for r in rows], expected, 1e-5)
 
 
 def test_tf_transformer_on_tensors(spark):
@@ -296,7 +297,7 @@ def test_tf_transformer_on_tensors(spark):
     got = odf.select("inputCol", "outputCol").collect()
     xs = np.array([r.inputCol for r in got])
     expected = 1 / (1 + np.exp(-(xs @ w0.astype(np.float64))))
-    np.testing.assert_allclose([r.outputCol for r in got], expected, atol=1e-6)
+    assert_close([r.outputCol for r in got], expected, 1e-6)
 
 
 def test_keras_transformer(spark, tmp_path):
@@ -326,7 +327,7 @@ def test_keras_transformer(spark, tmp_path):
 
     rows = final_df.collect()
     expected = model.predict_on_batch(np.array([r.features for r in rows], np.float32))
-    np.testing.assert_allclose([r.predictions for r in rows], expected, atol=1e-5)
+    assert_close([r.predictions for r in rows], expected, 1e-5)
 
 
 def test_deploying_models_as_sql_functions(spark, sample_img_dir, tiny_model_file):
@@ -354,7 +355,7 @@ def test_deploying_models_as_sql_functions(spark, sample_img_dir, tiny_model_fil
                                                                     Image.Resampling.BILINEAR)
         batch.append(np.asarray(resized, np.float32))
     expected = model.predict_on_batch(np.stack(batch))
-    np.testing.assert_allclose([r.predictions for r in rows], expected, atol=1e-4)
+    assert_close([r.predictions for r in rows], expected, 1e-4)
 
 
 def test_sql_function_with_a_1x_path_preprocessor(spark, sample_img_dir, tiny_model_file,
@@ -393,6 +394,6 @@ def test_sql_function_with_a_1x_path_preprocessor(spark, sample_img_dir, tiny_mo
         Image.fromarray(np.ascontiguousarray(imageStructToArray(r.image)[:, :, ::-1])).save(png)
         batch.append(keras_load_img(png))
     expected = model.predict_on_batch(np.stack(batch).astype(np.float32))
-    np.testing.assert_allclose([r.predictions for r in rows], expected, atol=1e-4)
+    assert_close([r.predictions for r in rows], expected, 1e-4)
     with pytest.raises(ValueError, match="preprocessorInput must be 'array' or 'path'"):
         registerKerasImageUDF("x", model, keras_load_img, preprocessorInput="file")

@@ -17,6 +17,7 @@ tf = pytest.importorskip("tensorflow")
 
 from sparkdl import TFImageTransformer, TFInputGraph, TFTransformer  # noqa: E402
 from sparkdl.image import imageIO  # noqa: E402
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -120,7 +121,7 @@ def test_tf_transformer_takes_tensor_names(spark, saved_dir, tf1_dir, graph_kind
                       outputMapping={tfx.tensor_name("output_tensor"): "outputCol"})
     got = np.array([r.outputCol for r in t.transform(df).orderBy("inputCol").collect()])
     expected = sigmoid_reference(sorted(xs))
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert_close(got, expected, 1e-6)
     with pytest.raises(ValueError, match=r"'output:0' is not in signature.*available"):
         TFTransformer(tfInputGraph=g, inputMapping={"inputCol": "input_tensor:0"},
                       outputMapping={"output:0": "o"}).transform(df)

@@ -7,6 +7,7 @@ import pytest
 
 from sparkdl import KerasTransformer
 from sparkdl.engine.shipping import kerasFileFormat, kerasModelBytes, modelFromBytes
+from numerics import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +37,7 @@ def test_files_load_by_content(files, name, kind):
     assert kerasFileFormat(files[name]) == kind
     x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
     loaded = modelFromBytes(kerasModelBytes(files[name]))
-    np.testing.assert_allclose(loaded.predict_on_batch(x), files["model"].predict_on_batch(x),
-                               atol=1e-6)
+    assert_close(loaded.predict_on_batch(x), files["model"].predict_on_batch(x), 1e-6)
 
 
 def test_a_file_that_is_no_keras_model_is_refused_by_content(files):
@@ -53,4 +53,4 @@ def test_stage_with_an_extensionless_1x_file(spark, files):
     out = KerasTransformer(inputCol="features", outputCol="y",
                            modelFile=files["no-extension-h5"]).transform(df).collect()
     expected = files["model"].predict_on_batch(np.array([r[0] for r in rows], np.float32))
-    np.testing.assert_allclose([r.y for r in out], expected, atol=1e-6)
+    assert_close([r.y for r in out], expected, 1e-6)

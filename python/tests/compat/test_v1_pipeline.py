@@ -19,6 +19,7 @@ from pyspark.sql.types import BooleanType, IntegerType, StructField, StructType
 from sparkdl import DeepImageFeaturizer, readImages
 from sparkdl.image.imageIO import imageStructToArray
 from sparkdl.resources import samplesDir
+from numerics import assert_close
 
 FEATURIZER_UID = "deepImageFeaturizer_6f1c2e8a9b3d"
 LR_UID = "LogisticRegression_4a1b9d3e5c7f"
@@ -112,9 +113,9 @@ def test_v1_pipeline_loads_and_predicts_like_its_parts(spark, tmp_path):
                                           "prediction").collect()
     features = resnet50_direct([r.image for r in rows])
     got = np.stack([r.features.toArray() for r in rows])
-    np.testing.assert_allclose(got, features, atol=1e-4, rtol=1e-4)
+    assert_close(got, features, 1e-4)
     p1 = 1 / (1 + np.exp(-(features @ weights + intercept)))
-    np.testing.assert_allclose([r.probability[1] for r in rows], p1, atol=1e-4)
+    assert_close([r.probability[1] for r in rows], p1, 1e-4)
     assert [r.prediction for r in rows] == [float(p > 0.5) for p in p1]
 
     # saved again, it is sparkdl's own stage

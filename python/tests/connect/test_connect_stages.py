@@ -18,6 +18,7 @@ from connect_helpers import classic_mode, sorted_rows
 from sparkdl import (DeepImageFeaturizer, DeepImagePredictor, ImageLoader, KerasImageFileEstimator,
                      KerasImageFileTransformer, KerasTransformer, TFImageTransformer, TFInputGraph,
                      TFTransformer, readImages, registerKerasImageUDF, registerKerasUDF)
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -27,11 +28,6 @@ def both(spark, connect_spark, run):
     with classic_mode():
         classic = run(spark)
     return classic, run(connect_spark)
-
-
-def assert_close(a, b):
-    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
-                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -147,22 +143,37 @@ def test_keras_transformer_and_sql(spark, connect_spark, tmp_path):
 def test_runtime_travels_with_the_model_on_connect(spark, connect_spark, tmp_path):
     """``runtime=`` on Connect: the KerasTransformer and the SQL function run on OpenVINO in
     bf16 (the one setting whose outputs differ visibly from Keras's fp32, so a runtime dropped
-    on the way to the server's workers would show) and give the classic session's outputs."""
+    on the way to the server's workers would show) and give the classic session's outputs.
+    On a CPU without bfloat16 instructions the same request is refused on both sides with the
+    runtime's reason (a dropped setting would run TensorFlow's fp32 without a word)."""
+    from sparkdl.engine.runtimes import cpuHasBf16
+
     path = km.save(km.dense_model((8,)), tmp_path, "dense_bf16")
     x = km.tensors((8,), count=7)
 
-    def run(session):
+    def transformed(session):
         df = session.createDataFrame(list(enumerate(km.as_column(x, "flat"))),
                                      "id int, x array<float>")
         stage = KerasTransformer(inputCol="x", outputCol="y", modelFile=path, batchSize=4,
                                  runtime="openvino", precision="bf16")
-        staged = [r[1] for r in sorted_rows(stage.transform(df), "id", ["id", "y"])]
+        return df, [r[1] for r in sorted_rows(stage.transform(df), "id", ["id", "y"])]
+
+    def run(session):
+        df, staged = transformed(session)
         registerKerasUDF("connect_mlp_bf16", path, runtime="openvino", precision="bf16")
         df.createOrReplaceTempView("connect_rows_bf16")
         sql = [r[1] for r in sorted_rows(session.sql("SELECT id, connect_mlp_bf16(x) AS y FROM "
                                                      "connect_rows_bf16"), "id", ["id", "y"])]
         return staged, sql
 
+    if not cpuHasBf16():
+        def refused(session):
+            with pytest.raises(Exception, match="needs a CPU with bfloat16 instructions"):
+                transformed(session)
+            return True
+
+        assert both(spark, connect_spark, refused) == (True, True)
+        return
     classic, remote = both(spark, connect_spark, run)
     keras = np.asarray(km.predict(km.dense_model((8,)), x), np.float64)
     for outputs in classic + remote:

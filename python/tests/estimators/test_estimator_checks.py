@@ -12,6 +12,7 @@ from pyspark.ml.linalg import Vectors
 
 from s3_server import s3_server
 from sparkdl import KerasImageFileEstimator
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -125,7 +126,7 @@ def test_s3_store_dir_trains_the_model_a_local_store_dir_trains(spark, images, t
             np.testing.assert_allclose(got.fitSummary["history"]["loss"],
                                        want.fitSummary["history"]["loss"], rtol=1e-5)
             for a, b in zip(_weights(got), _weights(want)):
-                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+                assert_close(a, b, 1e-5)
     assert want.fitSummary["usable"] == 24 and want.fitSummary["nullLabels"] == 1
     import keras
 

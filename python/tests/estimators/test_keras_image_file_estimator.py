@@ -13,6 +13,7 @@ from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 from pyspark.sql import functions as F
 
 from sparkdl import KerasImageFileEstimator, KerasImageFileModel
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -107,7 +108,7 @@ def test_learns_shapes_and_serves_through_transform(spark, pictures, cnn_file, t
     loaded = KerasImageFileModel.load(str(tmp_path / "model"), allowUserCode=True)
     a = [r.prediction for r in model.transform(frame(spark, test)).collect()]
     b = [r.prediction for r in loaded.transform(frame(spark, test)).collect()]
-    np.testing.assert_allclose([v.toArray() for v in a], [v.toArray() for v in b], atol=1e-6)
+    assert_close([v.toArray() for v in a], [v.toArray() for v in b], 1e-6)
 
 
 @pytest.mark.parametrize("label,loss", [("dense", "categorical_crossentropy"),
@@ -216,7 +217,7 @@ def test_seed_makes_training_reproducible(spark, pictures, cnn_file):
         return np.array([r.prediction.toArray() for r in model.transform(test).collect()])
 
     first = predictions(7)
-    np.testing.assert_allclose(predictions(7), first, atol=1e-6)
+    assert_close(predictions(7), first, 1e-6)
     assert np.abs(predictions(8) - first).max() > 1e-4
 
 
@@ -351,7 +352,7 @@ def test_two_workers_equal_one_process_with_the_global_batch(spark, pictures, cn
     moved = 0.0
     for got, want, start in zip(fitted.get_weights(), reference.get_weights(),
                                 keras.saving.load_model(cnn_file).get_weights()):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert_close(got, want, 1e-4)
         moved = max(moved, np.abs(want - start).max())
     assert moved > 1e-3  # training moved the weights: agreeing was not trivial
     history = model.fitSummary["history"]

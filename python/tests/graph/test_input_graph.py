@@ -12,6 +12,7 @@ import tensorflow as tf  # noqa: E402  (a hard dependency: never skipped)
 
 from sparkdl.engine.savedmodel import loadSignature  # noqa: E402
 from sparkdl.graph.input import TFInputGraph, TensorInfo  # noqa: E402
+from numerics import assert_close
 
 W = np.arange(6, dtype=np.float32).reshape(3, 2) / 7
 
@@ -60,7 +61,7 @@ def test_from_saved_model_reads_the_signature_and_carries_its_bytes(multi_sig_di
     x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     m = np.arange(16, dtype=np.int64).reshape(4, 2, 2)
     out = run_bytes(g, {"x": x, "m": m})
-    np.testing.assert_allclose(out["y"], x @ W, atol=1e-5)
+    assert_close(out["y"], x @ W, 1e-5)
     np.testing.assert_array_equal(out["msum"], m.sum(axis=(1, 2)))
     np.testing.assert_array_equal(out["half"], m / 2)
 
@@ -112,8 +113,8 @@ def test_from_tf_function_with_a_captured_variable():
     assert g.outputNames == ["norm", "out"]
     x = np.array([[1, 2], [3, 4], [0, 0]], np.float32)
     got, want = run_bytes(g, {"features": x}), f(x)
-    np.testing.assert_allclose(got["out"], want["out"].numpy(), atol=1e-5)
-    np.testing.assert_allclose(got["norm"], want["norm"].numpy(), atol=1e-5)
+    assert_close(got["out"], want["out"].numpy(), 1e-5)
+    assert_close(got["norm"], want["norm"].numpy(), 1e-5)
 
 
 def test_from_function_variants():
@@ -191,7 +192,7 @@ def test_tf1_saved_model_with_tensor_names(tmp_path):
     assert (g.signatureDefKey, g.tags, g.inputNames, g.outputNames) == (
         "predict", ("serve",), ["x_in"], ["y_out"])
     x = np.ones((2, 3), np.float32)
-    np.testing.assert_allclose(run_bytes(g, {"x_in": x})["y_out"], x @ W, atol=1e-5)
+    assert_close(run_bytes(g, {"x_in": x})["y_out"], x @ W, 1e-5)
 
 
 def test_public_names_do_not_import_tensorflow():

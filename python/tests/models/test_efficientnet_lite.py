@@ -14,6 +14,7 @@ from sparkdl.models.efficientnet_lite import (  # noqa: E402
     decode_predictions,
     preprocess_input,
 )
+from numerics import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_feature_extraction_matches_full_model(model, x, pooling, layer, shape):
     features = notop.predict(x, verbose=0)
     assert features.shape == shape
     reference = keras.Model(model.input, model.get_layer(layer).output).predict(x, verbose=0)
-    np.testing.assert_allclose(features, reference, rtol=0, atol=1e-5)
+    assert_close(features, reference, 1e-5)
 
 
 def test_keras_file_round_trip_safe_mode(model, x, preds, tmp_path):

@@ -25,6 +25,7 @@ from sparkdl.models.registry import (
 import keras  # noqa: E402  (a hard dependency: a broken install fails, never skips)
 from keras.src.backend import config as keras_config  # noqa: E402
 from keras.src.utils import file_utils  # noqa: E402
+from numerics import assert_close
 
 EXPECTED_NAMES = {
     "InceptionV3", "Xception", "ResNet50", "VGG16", "VGG19", "ResNet50V2", "ResNet101",
@@ -148,7 +149,7 @@ def test_preprocess_is_the_models_own(entry):
     else:
         expected = keras.applications.imagenet_utils.preprocess_input(
             rgb.copy(), mode=entry.preprocessMode)
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert_close(got, expected, 1e-6)
 
 
 def test_caffe_mode_takes_rgb():

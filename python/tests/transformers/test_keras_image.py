@@ -16,6 +16,7 @@ from sparkdl.image.imageIO import imageSchema, imageStructToArray, rgbToStructOr
 
 # Executors cannot import this test module: ship its functions by value, as for a notebook.
 from pyspark import cloudpickle  # noqa: E402
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 SIZE = tim.SIZE  # executor-side functions use this, not the tim module
@@ -68,7 +69,7 @@ def test_vectors_equal_keras_direct_with_nulls_and_loader_errors(spark, pngs, tm
     expected = tim.predict(model, [load16(p)[0] for p in good])
     got = vectors(rows[:len(good)])
     assert got.shape == (len(good), 5)
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert_close(got, expected, 1e-5)
     assert all(r.error is None for r in rows[:len(good)])
     bad, null, missing = rows[len(good):]
     assert bad.out is None and bad.error == ("imageLoader failed: RuntimeError: this loader "
@@ -84,8 +85,8 @@ def test_arrays_the_model_cannot_take_give_null_with_the_reason(spark, pngs, mod
     rows = stage.transform(uris(spark, [pngs["square.png"], pngs["wide.png"]])).collect()
     square, wide = rows
     model = tim.classifier()
-    np.testing.assert_allclose(square.out.toArray(),
-                               tim.predict(model, [load_native(pngs["square.png"])])[0], atol=1e-5)
+    assert_close(square.out.toArray(),
+                 tim.predict(model, [load_native(pngs["square.png"])])[0], 1e-5)
     assert wide.out is None
     assert wide.error == "imageLoader returned shape 37 x 53 x 3; the model takes 16 x 16 x 3"
 
@@ -113,7 +114,7 @@ def test_image_output_mode_gives_float32_structs_of_the_model_output(spark, pngs
             pngs[name], direct.shape[0], direct.shape[1], channels, mode)
         pixels = rgbToStructOrder(imageStructToArray(img))  # struct BGR(A) -> RGB(A)
         assert pixels.dtype == np.float32
-        np.testing.assert_allclose(pixels, direct, atol=1e-5, rtol=0)
+        assert_close(pixels, direct, 1e-5)
     assert rows[3].img is None and rows[3].error is None
     assert rows[4].img is None and rows[4].error.startswith("imageLoader failed: FileNotFoundError")
 
@@ -130,7 +131,7 @@ def test_safe_mode_refuses_lambda_layers_and_the_opt_in_runs_them(spark, pngs, t
     rows = stage.setSafeMode(False).transform(df).collect()
     direct = keras.saving.load_model(path, safe_mode=False)
     expected = tim.predict(direct, [load16(r.uri)[0] for r in rows])
-    np.testing.assert_allclose(vectors(rows), expected, atol=1e-5, rtol=0)
+    assert_close(vectors(rows), expected, 1e-5)
 
     # A saved stage carries the opt-in (honoured when the loader opts in too); its carried
     # bytes are refused again with safeMode=True.
@@ -232,8 +233,7 @@ def test_on_separate_executors(cluster_spark, pngs, tmp_path):
         rows.setdefault(r.uri, r)
     good = list(pngs.values())
     expected = tim.predict(model, [load16(p)[0] for p in good])
-    np.testing.assert_allclose(np.stack([rows[p].out.toArray() for p in good]), expected,
-                               atol=1e-5, rtol=0)
+    assert_close(np.stack([rows[p].out.toArray() for p in good]), expected, 1e-5)
     assert rows[None].out is None and "refuses files named bad" in rows[paths[-1]].error
 
 

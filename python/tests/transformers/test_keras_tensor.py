@@ -9,6 +9,7 @@ from pyspark.sql.types import IntegerType, StructField, StructType
 
 import keras_models as km
 from sparkdl import KerasTransformer
+from numerics import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_outputs_equal_keras_predict(spark, model_dir, shape, layout, leaf):
     assert out.schema["y"].simpleString() == "y:array<float>"
     got = outputs(out)
     assert got[len(x):] == [None] * (len(bad) + 1)
-    np.testing.assert_allclose(np.array(got[:len(x)]), km.predict(model, x), atol=1e-5, rtol=0)
+    assert_close(np.array(got[:len(x)]), km.predict(model, x), 1e-5)
 
 
 def test_vector_column_is_a_flat_array(spark, model_dir):
@@ -72,7 +73,7 @@ def test_vector_column_is_a_flat_array(spark, model_dir):
                                StructType([StructField("id", IntegerType()), StructField("x", VectorUDT())]))
     got = outputs(KerasTransformer(inputCol="x", outputCol="y", modelFile=path).transform(df))
     assert got[4:] == [None, None]
-    np.testing.assert_allclose(np.array(got[:4]), km.predict(model, x), atol=1e-5, rtol=0)
+    assert_close(np.array(got[:4]), km.predict(model, x), 1e-5)
 
 
 def test_integer_model_input_gets_integers(spark, model_dir):
@@ -83,7 +84,7 @@ def test_integer_model_input_gets_integers(spark, model_dir):
     got = outputs(KerasTransformer(inputCol="x", outputCol="y", modelFile=path).transform(df))
     assert got[-1] is None
     expected = np.asarray(model.predict(x.astype(np.int32), verbose=0))
-    np.testing.assert_allclose(np.array(got[:-1]), expected, atol=1e-5, rtol=0)
+    assert_close(np.array(got[:-1]), expected, 1e-5)
 
 
 def test_multi_input_model_with_input_cols(spark, model_dir):
@@ -97,7 +98,7 @@ def test_multi_input_model_with_input_cols(spark, model_dir):
     got = outputs(stage.transform(df))
     assert got[5:] == [None, None, None]
     expected = np.asarray(model.predict([a.astype(np.float32), b.astype(np.float32)], verbose=0))
-    np.testing.assert_allclose(np.array(got[:5]), expected, atol=1e-5, rtol=0)
+    assert_close(np.array(got[:5]), expected, 1e-5)
     # Columns are matched to model.inputs by position: swapped, b (rank 2) cannot feed a (8,).
     swapped = KerasTransformer(inputCols=["b", "a"], outputCol="y", modelFile=path)
     with pytest.raises(TypeError, match=r"inputCols\[0\] 'b' feeds model input 'a' of shape \(8,\)"):
@@ -146,7 +147,7 @@ def test_lambda_model_is_refused_unless_safe_mode_is_off(spark, model_dir):
                                                     modelFile=path).transform(df))
     stage = KerasTransformer(inputCol="x", outputCol="y", modelFile=path, safeMode=False)
     got = outputs(stage.transform(df))
-    np.testing.assert_allclose(np.array(got[:-1]), km.predict(model, x), atol=1e-5, rtol=0)
+    assert_close(np.array(got[:-1]), km.predict(model, x), 1e-5)
 
 
 def test_persistence_alone_and_in_pipeline_carries_the_model(spark, tmp_path):
@@ -166,7 +167,7 @@ def test_persistence_alone_and_in_pipeline_carries_the_model(spark, tmp_path):
     assert outputs(loaded.transform(df)) == expected
     reloaded = PipelineModel.load(str(tmp_path / "pipeline"))
     assert outputs(reloaded.transform(df)) == expected
-    np.testing.assert_allclose(np.array(expected[:-1]), km.predict(model, x), atol=1e-5, rtol=0)
+    assert_close(np.array(expected[:-1]), km.predict(model, x), 1e-5)
 
 
 @pytest.mark.local_cluster
@@ -180,4 +181,4 @@ def test_on_separate_executors(cluster_spark, tmp_path):
     got = outputs(stage.transform(df))
     assert got[-1] is None
     expected = np.asarray(model.predict([a.astype(np.float32), b.astype(np.float32)], verbose=0))
-    np.testing.assert_allclose(np.array(got[:-1]), expected, atol=1e-5, rtol=0)
+    assert_close(np.array(got[:-1]), expected, 1e-5)

@@ -17,6 +17,7 @@ from sparkdl import DeepImageFeaturizer, DeepImagePredictor, readImages
 from sparkdl.image.imageIO import imageArrayToStruct, imageSchema, imageStructToArray, invalidImageStruct
 from sparkdl.models.registry import buildModel, getModelEntry
 from sparkdl.resources import samplesDir
+from numerics import assert_close
 
 
 @pytest.fixture
@@ -57,7 +58,7 @@ def test_featurizer_equals_keras_direct(spark, photos, name):
     got = np.stack([r.features.toArray() for r in rows[:3]])
     expected = keras_direct([r.image for r in rows[:3]], name)
     assert got.shape == (3, getModelEntry(name).featureSize)
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert_close(got, expected, 1e-4)
 
 
 def test_featurizer_real_weights_and_unpooled_maps(spark, photos):
@@ -69,7 +70,7 @@ def test_featurizer_real_weights_and_unpooled_maps(spark, photos):
     assert got.shape == (3, 7 * 7 * 1280)
     expected = keras_direct(images, "EfficientNetLite0", pooling=None, weights="imagenet",
                             resample="nearest")
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert_close(got, expected, 1e-4)
 
 
 def test_predictor_real_weights_on_real_photos(spark, photos):
@@ -205,7 +206,7 @@ def test_transfer_learning_on_real_faces_and_fresh_session_reload(spark, tmp_pat
     reloaded = sorted((r.origin, r.prediction, tuple(r.probability))
                       for r in spark.read.parquet(str(tmp_path / "out.parquet")).collect())
     assert [r[:2] for r in reloaded] == [e[:2] for e in expected]
-    np.testing.assert_allclose([r[2] for r in reloaded], [e[2] for e in expected], atol=1e-6)
+    assert_close([r[2] for r in reloaded], [e[2] for e in expected], 1e-6)
     assert isinstance(PipelineModel.load(str(tmp_path / "model")).stages[0], DeepImageFeaturizer)
 
 
@@ -236,8 +237,8 @@ def test_file_bytes_and_uris_featurize_like_image_structs(spark, tmp_path):
     assert from_bytes.pop(broken) is None and from_uris.pop(broken) is None
     assert sorted(from_bytes) == sorted(structs) == sorted(from_uris)
     for path, features in structs.items():
-        np.testing.assert_allclose(from_bytes[path].toArray(), features.toArray(), atol=1e-6)
-        np.testing.assert_allclose(from_uris[path].toArray(), features.toArray(), atol=1e-6)
+        assert_close(from_bytes[path].toArray(), features.toArray(), 1e-6)
+        assert_close(from_uris[path].toArray(), features.toArray(), 1e-6)
 
 
 def test_featurizer_on_read_images_decodes_in_its_own_worker(spark, tmp_path):
@@ -256,4 +257,4 @@ def test_featurizer_on_read_images_decodes_in_its_own_worker(spark, tmp_path):
     expected = sorted((r.f is None, r.f and r.f.toArray().tolist()) for r in unchained.collect())
     got = sorted((r.f is None, r.f and r.f.toArray().tolist()) for r in chained.collect())
     assert len(got) == 4 and sum(none for none, _ in got) == 1
-    np.testing.assert_allclose([v for _, v in got if v], [v for _, v in expected if v], atol=1e-6)
+    assert_close([v for _, v in got if v], [v for _, v in expected if v], 1e-6)

@@ -9,6 +9,7 @@ from sparkdl import (DeepImageFeaturizer, DeepImagePredictor, KerasImageFileTran
                      KerasTransformer, readImages, registerKerasUDF)
 from sparkdl.param.persistence import SparkDLReadable
 from sparkdl.resources import samplesDir
+from numerics import assert_close
 
 
 def by_origin(df, col):
@@ -26,7 +27,7 @@ def test_featurizer_on_openvino_equals_tensorflow(spark):
     # these photos: python/tests/test_runtimes.py.)
     got = by_origin(stage.copy({stage.runtime: "openvino"}).transform(images), "f")
     for origin, features in expected.items():
-        np.testing.assert_allclose(got[origin], features, rtol=0, atol=1e-4)
+        assert_close(got[origin], features, 1e-4)
 
 
 def loader(uri):
@@ -68,7 +69,7 @@ def test_keras_transformer_on_litert_equals_keras(spark, tmp_path):
     stage = KerasTransformer(inputCol="x", outputCol="y", modelFile=km.save(model, tmp_path, "m"),
                              runtime="litert")
     got = [r.y for r in sorted(stage.transform(df).collect(), key=lambda r: r.id)]
-    np.testing.assert_allclose(np.array(got), km.predict(model, x), rtol=0, atol=1e-5)
+    assert_close(np.array(got), km.predict(model, x), 1e-5)
 
 
 def svd_file(tmp_path):
@@ -103,7 +104,7 @@ def test_unconvertible_model_one_line_error_and_auto_fallback(spark, tmp_path):
     assert "layer 'singular_values' (op Svd)" in line
     got = stage.setRuntime("auto").transform(df).collect()
     got = np.array([r.y for r in sorted(got, key=lambda r: r.id)])
-    np.testing.assert_allclose(got, model.predict_on_batch(x.reshape(3, 4, 4)), atol=1e-5)
+    assert_close(got, model.predict_on_batch(x.reshape(3, 4, 4)), 1e-5)
 
 
 def test_sql_function_on_openvino(spark, tmp_path):
@@ -113,4 +114,4 @@ def test_sql_function_on_openvino(spark, tmp_path):
     spark.createDataFrame([(i, [float(v) for v in row]) for i, row in enumerate(x)],
                           "id int, x array<float>").createOrReplaceTempView("runtime_rows")
     got = spark.sql("SELECT id, dense_openvino(x) AS y FROM runtime_rows ORDER BY id").collect()
-    np.testing.assert_allclose(np.array([r.y for r in got]), km.predict(model, x), atol=1e-5)
+    assert_close(np.array([r.y for r in got]), km.predict(model, x), 1e-5)

@@ -11,6 +11,7 @@ import tensorflow as tf  # noqa: E402  (a hard dependency: never skipped)
 from sparkdl import TFImageTransformer, TFInputGraph  # noqa: E402
 from sparkdl.image.imageIO import (imageArrayToStruct, imageSchema, imageStructToArray,  # noqa: E402
                                    invalidImageStruct, resizeImage)
+from numerics import assert_close
 
 H, W = 6, 8  # the fixed-size graphs' input
 
@@ -84,7 +85,7 @@ def test_vector_output_equals_numpy_and_tf(spark, image_df, order):
     batch = np.stack([numpy_convert(a, order, (H, W)) for a in images().values()])
     want = module(batch)["features"].numpy()
     got = np.stack([rows[name].f.toArray() for name in images()])
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert_close(got, want, 1e-5)
 
 
 def test_image_output_at_each_images_own_size(spark, image_df):
@@ -105,7 +106,7 @@ def test_image_output_at_each_images_own_size(spark, image_df):
         want_rgb = tint(rgb[None])["y"].numpy()[0]
         assert (out.origin, out.height, out.width, out.nChannels, out.mode) == (
             name, rgb.shape[0], rgb.shape[1], 3, 21)
-        np.testing.assert_allclose(imageStructToArray(out), want_rgb[:, :, ::-1], atol=1e-5)
+        assert_close(imageStructToArray(out), want_rgb[:, :, ::-1], 1e-5)
 
     # The identity in RGB order gives back the input image (as float32), in struct order.
     ident = TFImageTransformer(channelOrder="RGB", inputCol="image", outputCol="out",

@@ -14,6 +14,7 @@ import tensorflow as tf  # noqa: E402  (a hard dependency: never skipped)
 from sparkdl import TFImageTransformer, TFInputGraph, TFTransformer  # noqa: E402
 from sparkdl.engine.shipping import handleFor, savedModel  # noqa: E402
 from sparkdl.image.imageIO import imageArrayToStruct, imageSchema  # noqa: E402
+from numerics import assert_close
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -96,8 +97,8 @@ def check_outputs(result_rows, saved_dir, good):
     want = direct(saved_dir, good)
     for k, row in enumerate(good):
         got = by_id[row[0]]
-        np.testing.assert_allclose(got.y_out, want["y"][k], atol=1e-5, rtol=0)
-        np.testing.assert_allclose(got.mm_out, want["mm"][k].ravel(), atol=1e-5, rtol=0)
+        assert_close(got.y_out, want["y"][k], 1e-5)
+        assert_close(got.mm_out, want["mm"][k].ravel(), 1e-5)
         assert got.isum_out == [int(want["isum"][k])]
         assert got.iprod_out == want["iprod"][k].tolist()
         assert got.flag_out == [bool(want["flag"][k])]
@@ -132,7 +133,7 @@ def test_fetch_subset_flat_rows_and_unknown_dims(spark, multi_dir):
         tfInputGraph=g, inputMapping=MAPPING_IN, outputMapping={"mm": "mm_out"}).transform(df).collect()}
     want = direct(multi_dir, good)["mm"]
     for k, r in enumerate(good):
-        np.testing.assert_allclose(rows[r[0]], want[k].ravel(), atol=1e-5)
+        assert_close(rows[r[0]], want[k].ravel(), 1e-5)
     assert rows[9] is None
 
     # Unknown row lengths: rows of different lengths are computed in separate calls.

@@ -4,6 +4,7 @@ import pytest
 
 import keras_models as km
 from sparkdl import registerKerasUDF
+from numerics import assert_close
 
 
 def sql_outputs(spark, query):
@@ -26,7 +27,7 @@ def test_sql_function_from_file_equals_keras_predict(spark, tmp_path):
     for col in ("nested", "flat"):
         got = sql_outputs(spark, f"SELECT id, keras_3d({col}) AS y FROM t3d")
         assert got[6:] == [None, None]
-        np.testing.assert_allclose(np.array(got[:6]), expected, atol=1e-5, rtol=0)
+        assert_close(np.array(got[:6]), expected, 1e-5)
     assert spark.sql("SELECT keras_3d(flat) AS y FROM t3d").schema["y"].simpleString() \
         == "y:array<float>"
 
@@ -41,14 +42,14 @@ def test_model_object_multi_input_and_re_registration(spark):
     got = sql_outputs(spark, "SELECT id, keras_fn(a, b) AS y FROM t2")
     assert got[5] is None
     expected = model.predict([a.astype(np.float32), b.astype(np.int64).astype(np.float32)], verbose=0)
-    np.testing.assert_allclose(np.array(got[:5]), expected, atol=1e-5, rtol=0)
+    assert_close(np.array(got[:5]), expected, 1e-5)
 
     # Registering the name again replaces the function (now a one-input model of (8,)).
     other = km.dense_model((8,), units=2)
     registerKerasUDF("keras_fn", other)
     got = sql_outputs(spark, "SELECT id, keras_fn(a) AS y FROM t2")
     assert got[5] is None
-    np.testing.assert_allclose(np.array(got[:5]), km.predict(other, a), atol=1e-5, rtol=0)
+    assert_close(np.array(got[:5]), km.predict(other, a), 1e-5)
 
 
 def test_wrong_argument_type_fails_with_the_expected_shape(spark):
@@ -73,7 +74,7 @@ def test_lambda_model_refused_at_registration_unless_safe_mode_is_off(spark, tmp
     x = km.tensors((8,), count=3)
     view(spark, "tl", [(i, r.tolist()) for i, r in enumerate(x)], "id int, x array<float>")
     got = sql_outputs(spark, "SELECT id, keras_lambda(x) AS y FROM tl")
-    np.testing.assert_allclose(np.array(got), km.predict(model, x), atol=1e-5, rtol=0)
+    assert_close(np.array(got), km.predict(model, x), 1e-5)
 
 
 def test_registration_errors(spark, tmp_path):
