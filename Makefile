@@ -12,7 +12,7 @@ demo: bootstrap
 	$(VENV)/bin/sparkdl predict
 
 test: bootstrap
-	$(PY) -m pytest python/tests -q -ra
+	$(PY) -m pytest python/tests -q -ra --durations=25
 
 bench: bootstrap
 	$(PY) benchmarks/run_all.py
