@@ -10,6 +10,7 @@ __version__ = "2.0.0.dev0"
 # public name -> module that defines it
 _EXPORTS = {
     "readImages": "sparkdl.image.reader",
+    "readImagesStream": "sparkdl.image.reader",
     "ImageLoader": "sparkdl.transformers.image_loader",
     "DeepImageFeaturizer": "sparkdl.transformers.named_image",
     "DeepImagePredictor": "sparkdl.transformers.named_image",

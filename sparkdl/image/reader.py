@@ -11,7 +11,7 @@ from sparkdl.image import imageIO
 from sparkdl.utils.fs import emptyFiles, fileSizes
 from sparkdl.utils.session import defaultParallelism, inputFiles
 
-__all__ = ["readImages", "decodeImagesUdf", "decodeErrorsUdf", "loadUrisUdf", "DECODE_CHUNK_ROWS"]
+__all__ = ["readImages", "readImagesStream", "decodeImagesUdf", "decodeErrorsUdf", "loadUrisUdf", "DECODE_CHUNK_ROWS"]
 
 #: Rows decoded per Arrow output batch: bounds the memory a task holds for decoded pixels
 #: (about 36 MB of 500x375 RGB images), however large Spark's input batches are.
@@ -140,10 +140,7 @@ def readImages(
     if pathGlobFilter:
         reader = reader.option("pathGlobFilter", pathGlobFilter)
     listed = reader.load(path)
-    # Spark's image source names files file:///x where binaryFile says file:/x; use its form.
-    files = listed.select(
-        F.regexp_replace("path", "^file:/(?!/)", "file:///").alias("path"), "content"
-    )
+    files = _pathsAndContents(listed)
     uris = inputFiles(listed)
     sizes = fileSizes(uris)
     if not dropInvalid:
@@ -159,6 +156,79 @@ def readImages(
         # below the decoding projection, copying the UDF, and every file was decoded twice.
         schema = _decodedType(errorCol)
         return files.mapInArrow(_decodeDroppingInvalid(schema.names), schema)
+    return _decoded(files, errorCol)
+
+
+def readImagesStream(
+    path,
+    pathGlobFilter=None,
+    recursive=True,
+    maxFilesPerTrigger=None,
+    maxBytesPerTrigger=None,
+    latestFirst=False,
+    errorCol="error",
+):
+    """Read the image files arriving in a folder as a streaming DataFrame, with the columns
+    of :func:`readImages` (``image``, Spark's image struct, and ``errorCol``), decoded by the
+    same Arrow UDFs.
+
+    Files are found by Spark's streaming file source (``binaryFile``): each micro-batch takes
+    the files that appeared since the last one, and a path once taken is never read again,
+    even if the file changes later; with a checkpoint, a restarted query goes on where it
+    stopped. A file that cannot be decoded is an invalid-image row with the reason in
+    ``errorCol``; it never stops the query. Unlike :func:`readImages`, zero-byte files give no
+    row at all: Spark's file scan has no byte range to read in them, and the streaming source
+    offers no listing to find them from. A file still being written when it is listed is read
+    as it is then (an invalid row, as a truncated image), and never again: producers should
+    write elsewhere and move finished files into ``path`` (a rename is atomic on one file
+    system).
+
+    :param path: the folder (or glob) to watch, on any file system Spark reads.
+    :param pathGlobFilter: only files whose name matches this glob (e.g. ``"*.jpg"``).
+    :param recursive: look into subdirectories (Spark's ``recursiveFileLookup``).
+    :param maxFilesPerTrigger: at most this many new files per micro-batch.
+    :param maxBytesPerTrigger: about this many bytes of new files per micro-batch.
+    :param latestFirst: take the newest files first when there is a backlog.
+    :param errorCol: name of the column with the reason a row is invalid (null when valid).
+    :return: a streaming DataFrame with columns ``image`` and ``errorCol``.
+
+    >>> from sparkdl import readImagesStream, DeepImageFeaturizer
+    >>> images = readImagesStream("/data/incoming", pathGlobFilter="*.jpg")  # doctest: +SKIP
+    >>> featurizer = DeepImageFeaturizer(inputCol="image", outputCol="features",
+    ...                                  modelName="EfficientNetLite0")  # doctest: +SKIP
+    >>> query = (featurizer.transform(images).select("image.origin", "features", "error")
+    ...          .writeStream.format("parquet").option("path", "/data/features")
+    ...          .option("checkpointLocation", "/data/features-checkpoint")
+    ...          .trigger(availableNow=True).start())  # doctest: +SKIP
+    """
+    options = {"recursiveFileLookup": bool(recursive), "latestFirst": bool(latestFirst)}
+    if pathGlobFilter:
+        options["pathGlobFilter"] = pathGlobFilter
+    for name, value in (("maxFilesPerTrigger", maxFilesPerTrigger),
+                        ("maxBytesPerTrigger", maxBytesPerTrigger)):
+        if value is not None:
+            if int(value) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            options[name] = int(value)
+    # A streaming source needs its schema up front; binaryFile's is fixed.
+    reader = SparkSession.active().readStream.format("binaryFile").schema(
+        "path string, modificationTime timestamp, length bigint, content binary")
+    for name, value in options.items():
+        reader = reader.option(name, value)
+    return _decoded(_pathsAndContents(reader.load(path)), errorCol)
+
+
+def _pathsAndContents(listed):
+    """``binaryFile`` rows -> ``(path, content)``, paths in the form of Spark's image source."""
+    # Spark's image source names files file:///x where binaryFile says file:/x; use its form.
+    return listed.select(
+        F.regexp_replace("path", "^file:/(?!/)", "file:///").alias("path"), "content"
+    )
+
+
+def _decoded(files, errorCol):
+    """``(path, content)`` rows -> ``(image, errorCol)``, the one decoding of readImages and
+    readImagesStream."""
     images = files.select(decodeImagesUdf()("path", "content").alias("image"), "content")
     invalidContent = F.when(F.col("image.height") < 0, F.col("content"))
     return images.select("image", decodeErrorsUdf()(invalidContent).alias(errorCol))
