@@ -31,4 +31,6 @@ def test_freeze_worker_heap_freezes_once():
     assert frozen > 0
     kept = [object() for _ in range(10)]  # noqa: F841  (new objects stay collectable)
     freezeWorkerHeap()
-    assert gc.get_freeze_count() == frozen
+    # Not refrozen: a second freeze would add the new objects. The count may drop by the frozen
+    # objects other threads free meanwhile (a clean-clone run saw 553343 -> 553342).
+    assert gc.get_freeze_count() <= frozen
