@@ -11,7 +11,8 @@ from sparkdl.image import imageIO
 from sparkdl.utils.fs import emptyFiles, fileSizes
 from sparkdl.utils.session import defaultParallelism, inputFiles
 
-__all__ = ["readImages", "readImagesStream", "decodeImagesUdf", "decodeErrorsUdf", "loadUrisUdf", "DECODE_CHUNK_ROWS"]
+__all__ = ["readImages", "readImagesStream", "decodeImagesUdf", "decodeErrorsUdf", "loadUrisUdf",
+           "DECODE_CHUNK_ROWS"]
 
 #: Rows decoded per Arrow output batch: bounds the memory a task holds for decoded pixels
 #: (about 36 MB of 500x375 RGB images), however large Spark's input batches are.
@@ -211,11 +212,10 @@ def readImagesStream(
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
             options[name] = int(value)
     # A streaming source needs its schema up front; binaryFile's is fixed.
-    reader = SparkSession.active().readStream.format("binaryFile").schema(
-        "path string, modificationTime timestamp, length bigint, content binary")
-    for name, value in options.items():
-        reader = reader.option(name, value)
-    return _decoded(_pathsAndContents(reader.load(path)), errorCol)
+    listed = SparkSession.active().readStream.format("binaryFile").schema(
+        "path string, modificationTime timestamp, length bigint, content binary"
+    ).options(**options).load(path)
+    return _decoded(_pathsAndContents(listed), errorCol)
 
 
 def _pathsAndContents(listed):
